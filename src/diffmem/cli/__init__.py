@@ -1,0 +1,49 @@
+"""The `diffmem` command. One module per subcommand; each parses, calls one library function, prints.
+
+A package rather than one cli.py so that each subcommand's arguments live beside nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import DiffmemError
+
+# Order = order in `diffmem --help`.
+_SUBCOMMANDS = ("world", "index", "audit", "flow", "train", "generate", "detect", "prompts", "extract", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="diffmem",
+        description="Measure, detect and prevent training-data memorization in image and video diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffmem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMANDS:
+        importlib.import_module(f".{name}", __name__).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # A command group given without its action, or no command at all: show the help.
+        (getattr(args, "_parser", None) or parser).print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except DiffmemError as e:
+        print(f"diffmem {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"diffmem {args.command}: interrupted; finished items are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Manifests (what a set of items is) and the synthetic embedded world."""

@@ -1,0 +1,1 @@
+"""Inference-time memorization detectors (content and motion magnitude) and their evaluation."""

@@ -1,0 +1,1 @@
+"""Copy-detection descriptors and their named preprocessing policies."""

@@ -1,0 +1,1 @@
+"""Anti-Memorization Guidance terms and threshold schedules."""

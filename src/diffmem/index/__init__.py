@@ -1,0 +1,1 @@
+"""Nearest-neighbour index (FAISS) over descriptors, with Parquet item metadata."""

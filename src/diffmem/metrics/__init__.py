@@ -1,0 +1,1 @@
+"""Content (frame-level), motion (OFS-k + NMF), pixel (nL2) and quality metrics."""

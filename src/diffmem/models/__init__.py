@@ -1,0 +1,1 @@
+"""Denoiser adapters, built-in tiny models, samplers and training."""

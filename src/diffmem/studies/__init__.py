@@ -1,0 +1,1 @@
+"""Orchestration: audit, prompt curation, extraction, demo."""

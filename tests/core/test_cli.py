@@ -1,0 +1,27 @@
+"""The command line: every subcommand has help; errors are reported, not raised."""
+import pytest
+
+from diffmem import cli
+from diffmem.cli import _SUBCOMMANDS
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in _SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", _SUBCOMMANDS)
+def test_each_subcommand_prints_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([name, "--help"])
+    assert e.value.code == 0
+    assert f"diffmem {name}" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_succeeds(capsys):
+    assert cli.main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
