@@ -1,0 +1,279 @@
+"""Manifests: folder / CSV / TSV / JSONL / Parquet sources; one loader; bad rows skipped."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diffmem.data.manifest import (MAX_CAPTION_CHARS, Item, clean_caption, load_manifest,
+                                   write_manifest)
+from diffmem.errors import BadInputError
+
+
+def touch(path: Path, data: bytes = b"media") -> Path:
+    """Manifests only check that files exist and are not empty; no decoding is needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def reasons(m) -> dict[str, str]:
+    return {s.id or s.path: s.reason for s in m.skipped}
+
+
+# ------------------------------------------------------------------ folders
+
+def test_folder_source(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "a.mp4")
+    touch(root / "sub" / "b.PNG")
+    (root / "sub" / "b.txt").write_text("a red\tcar\n", encoding="utf-8")
+    touch(root / "sub" / "deeper" / "c.webm")
+    touch(root / ".hidden" / "x.mp4")
+    touch(root / ".y.mp4")
+    (root / "notes.md").write_text("not media")
+    touch(root / "empty.gif", b"")
+    touch(root / "d.mp4")
+    touch(root / "d.jpg")  # same id 'd' as d.mp4: the second in sorted order (d.mp4) is skipped
+    m = load_manifest(root)
+    assert m.root == root.resolve()
+    assert [(i.id, i.kind, i.caption) for i in m.items] == [
+        ("a", "video", ""), ("d", "image", ""), ("sub/b", "image", "a red car"),
+        ("sub/deeper/c", "video", "")]
+    assert all(i.path.is_absolute() and i.path.is_file() for i in m.items)
+    assert m.items[2].path == (root / "sub" / "b.PNG").resolve()
+    r = reasons(m)
+    assert set(r) == {"empty", "d"}
+    assert "empty" in r["empty"] and "duplicate id" in r["d"]
+    assert m.items[1].path.name == "d.jpg"
+    assert [i.id for i in load_manifest(root, kind="image").items] == ["d", "sub/b"]
+
+
+# ------------------------------------------------------------------ table formats
+
+ROWS = [
+    {"id": "v1", "path": "clips/one.mp4", "caption": "a dog runs"},
+    {"id": "i1", "path": "imgs/two.jpg", "caption": "a cat"},
+    {"id": "", "path": "clips/three.webm", "caption": ""},
+]
+
+
+def _layout(base: Path) -> None:
+    for r in ROWS:
+        touch(base / r["path"])
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    df = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".tsv":
+        df.to_csv(path, index=False, sep="\t")
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        df.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("ext", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_table_formats_load_the_same(tmp_path, ext, monkeypatch):
+    base = tmp_path / "data"
+    _layout(base)
+    src = _write(base / f"train{ext}", ROWS)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # relative paths follow the manifest, not the cwd
+    m = load_manifest(src)
+    assert m.skipped == []
+    assert m.root == base.resolve() and m.source == src.resolve()
+    assert [i.id for i in m.items] == ["v1", "i1", "clips/three"]  # missing id: from the path
+    assert [i.kind for i in m.items] == ["video", "image", "video"]
+    assert [i.caption for i in m.items] == ["a dog runs", "a cat", ""]
+    assert [i.path for i in m.items] == [(base / r["path"]).resolve() for r in ROWS]
+
+
+def test_optional_columns_and_kind_column(tmp_path):
+    touch(tmp_path / "x.bin")
+    touch(tmp_path / "y.bin")
+    touch(tmp_path / "z.mp4")
+    src = _write(tmp_path / "m.csv", [
+        {"path": "x.bin", "kind": "image"},
+        {"path": "y.bin", "kind": ""},        # no kind and an unknown extension
+        {"path": "z.mp4", "kind": "Picture"},  # not a kind
+    ])
+    m = load_manifest(src)
+    assert [(i.id, i.kind, i.caption) for i in m.items] == [("x", "image", "")]
+    r = reasons(m)
+    assert "unknown media type '.bin'" in r["y"]
+    assert "kind must be 'video' or 'image'" in r["z"]
+
+
+def test_path_only_csv(tmp_path):
+    touch(tmp_path / "a" / "b.mp4")
+    (tmp_path / "m.csv").write_text("PATH\na/b.mp4\n\n")  # header case, blank line
+    m = load_manifest(tmp_path / "m.csv")
+    assert [(i.id, i.caption) for i in m.items] == [("a/b", "")]
+
+
+# ------------------------------------------------------------------ bad rows
+
+def test_bad_rows_are_skipped_with_reasons(tmp_path):
+    base = tmp_path / "deep" / "set"
+    touch(base / "ok.mp4")
+    touch(base / "ok2.mp4")
+    touch(base / "empty.mp4", b"")
+    (base / "adir.mp4").mkdir()
+    outside = touch(tmp_path / "outside.mp4")
+    rows = [
+        {"id": "ok", "path": "ok.mp4", "caption": "fine"},
+        {"id": "gone", "path": "missing.mp4", "caption": ""},
+        {"id": "climb", "path": "../../etc/passwd", "caption": ""},
+        {"id": "abs_out", "path": str(outside), "caption": ""},
+        {"id": "etc", "path": "/etc/passwd", "caption": ""},
+        {"id": "abs_in", "path": str(base / "ok2.mp4"), "caption": ""},
+        {"id": "ok", "path": "ok2.mp4", "caption": "same id again"},
+        {"id": "blank", "path": "", "caption": ""},
+        {"id": "spaces", "path": "   ", "caption": ""},
+        {"id": "empty", "path": "empty.mp4", "caption": ""},
+        {"id": "dir", "path": "adir.mp4", "caption": ""},
+        {"id": "sneaky/../../x", "path": "ok.mp4", "caption": ""},
+        {"id": "dup_path", "path": "./sub/../ok.mp4", "caption": "same file, other id"},
+    ]
+    for ext in (".csv", ".jsonl", ".parquet"):
+        m = load_manifest(_write(base / f"m{ext}", rows))
+        assert [i.id for i in m.items] == ["ok", "abs_in", "dup_path"], ext
+        assert m.items[2].path == (base / "ok.mp4").resolve()
+        r = reasons(m)
+        assert set(r) == {"gone", "climb", "abs_out", "etc", "ok", "blank", "spaces", "empty",
+                          "dir", "sneaky/../../x"}, ext
+        assert r["gone"].startswith("file not found")
+        for k in ("climb", "abs_out", "etc"):
+            assert r[k].startswith("path escapes the manifest folder")
+        assert "duplicate id 'ok'" in r["ok"]
+        assert r["blank"].startswith("empty path") and r["spaces"].startswith("empty path")
+        assert "empty" in r["empty"] and "directory" in r["dir"]
+        assert "row" in r["gone"] or "line" in r["gone"]  # says where
+    # with check_files=False, the missing file is kept (the escaping one still is not)
+    m = load_manifest(base / "m.csv", check_files=False)
+    assert "gone" in [i.id for i in m.items] and "climb" not in [i.id for i in m.items]
+    # an explicit root widens where paths may point
+    m = load_manifest(base / "m.csv", root=tmp_path)
+    assert "abs_out" in [i.id for i in m.items] and "etc" not in [i.id for i in m.items]
+
+
+def test_odd_captions_are_normalised(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "b.mp4")
+    touch(tmp_path / "c.mp4")
+    touch(tmp_path / "d.mp4")
+    long = "x" * (MAX_CAPTION_CHARS * 3)
+    rows = [
+        {"id": "a", "path": "a.mp4", "caption": "line1\nline2\x07\x1b[31m end\x7f"},
+        {"id": "b", "path": "b.mp4", "caption": "<script>alert('x')</script> & \"q\""},
+        {"id": "c", "path": "c.mp4", "caption": long},
+        {"id": "d", "path": "d.mp4", "caption": "cafe\u0301 \u732b \U0001F431"},
+    ]
+    for ext in (".jsonl", ".parquet", ".csv"):
+        m = load_manifest(_write(tmp_path / f"m{ext}", rows))
+        caps = {i.id: i.caption for i in m.items}
+        assert caps["a"] == "line1 line2[31m end"
+        assert caps["b"] == "<script>alert('x')</script> & \"q\""  # kept verbatim: HTML escapes
+        assert caps["c"] == "x" * MAX_CAPTION_CHARS
+        assert caps["d"] == "caf\u00e9 \u732b \U0001F431"  # NFC, unicode kept
+
+
+def test_csv_with_nul_and_non_utf8_bytes(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "b.mp4")
+    raw = (b"id,path,caption\n"
+           b"a,a.mp4,caf\xe9 au lait\n"          # latin-1 byte, not UTF-8
+           b"b,b.mp4,nul\x00inside\n")
+    (tmp_path / "m.csv").write_bytes(raw)
+    m = load_manifest(tmp_path / "m.csv")
+    caps = {i.id: i.caption for i in m.items}
+    assert caps == {"a": "caf\ufffd au lait", "b": "nulinside"}
+
+
+def test_huge_csv_field_does_not_abort_the_file(tmp_path):
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "b.mp4")
+    (tmp_path / "m.csv").write_text(f"id,path,caption\na,a.mp4,{'y' * 300_000}\nb,b.mp4,ok\n")
+    m = load_manifest(tmp_path / "m.csv")
+    assert [(i.id, len(i.caption)) for i in m.items] == [("a", MAX_CAPTION_CHARS), ("b", 2)]
+
+
+def test_jsonl_bad_lines(tmp_path):
+    touch(tmp_path / "a.mp4")
+    (tmp_path / "m.jsonl").write_text('{"path": "a.mp4"}\n{not json\n[1, 2]\n\n{"path": 5}\n')
+    m = load_manifest(tmp_path / "m.jsonl")
+    assert [i.id for i in m.items] == ["a"]
+    assert [s.reason for s in m.skipped] == ["not valid JSON (line 2)", "not a JSON object (line 3)",
+                                             "unknown media type '(no extension)'; add a 'kind' "
+                                             "column (line 5)"]
+
+
+def test_clean_caption_by_hand():
+    assert clean_caption(None) == "" and clean_caption(float("nan")) == ""
+    assert clean_caption("  a\r\nb  ") == "a  b"
+    assert clean_caption(b"\xff ok") == "\ufffd ok"
+    assert clean_caption("\ud800x") == "\ufffdx"  # a lone surrogate (JSON escape) becomes U+FFFD
+    assert clean_caption("abc", max_chars=2) == "ab"
+
+
+# ------------------------------------------------------------------ bad manifests
+
+def test_bad_manifest_files(tmp_path):
+    with pytest.raises(BadInputError, match="manifest not found"):
+        load_manifest(tmp_path / "nope.csv")
+    (tmp_path / "cols.csv").write_text("file,caption\na.mp4,x\n")
+    with pytest.raises(BadInputError, match="no 'path' column") as e:
+        load_manifest(tmp_path / "cols.csv")
+    assert "cols.csv" in str(e.value)
+    pd.DataFrame({"file": ["a.mp4"]}).to_parquet(tmp_path / "cols.parquet")
+    with pytest.raises(BadInputError, match="no 'path' column"):
+        load_manifest(tmp_path / "cols.parquet")
+    (tmp_path / "cols.jsonl").write_text('{"file": "a.mp4"}\n')
+    with pytest.raises(BadInputError, match="no 'path' field"):
+        load_manifest(tmp_path / "cols.jsonl")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(BadInputError, match="no header"):
+        load_manifest(tmp_path / "empty.csv")
+    (tmp_path / "junk.parquet").write_text("not parquet at all")
+    with pytest.raises(BadInputError, match="not a readable Parquet"):
+        load_manifest(tmp_path / "junk.parquet")
+    (tmp_path / "m.txt").write_text("path\n")
+    with pytest.raises(BadInputError, match="unknown manifest format"):
+        load_manifest(tmp_path / "m.txt")
+    with pytest.raises(ValueError):
+        load_manifest(tmp_path, kind="audio")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_manifest(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("path\n")
+    p.chmod(0)
+    with pytest.raises(BadInputError, match="not readable"):
+        load_manifest(p)
+
+
+# ------------------------------------------------------------------ writing
+
+@pytest.mark.parametrize("ext", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_write_manifest_round_trip(tmp_path, ext):
+    touch(tmp_path / "v" / "a.mp4")
+    touch(tmp_path / "i" / "b.png")
+    items = [Item("a", (tmp_path / "v" / "a.mp4").resolve(), "comma, \"quote\"\nnewline", "video"),
+             Item("b", (tmp_path / "i" / "b.png").resolve(), "", "image")]
+    out = write_manifest(items, tmp_path / f"train{ext}")
+    text = out.read_bytes()
+    assert str(tmp_path).encode() not in text  # paths inside the folder are written relative
+    m = load_manifest(out)
+    assert m.skipped == []
+    assert [(i.id, i.path, i.kind) for i in m.items] == [(i.id, i.path, i.kind) for i in items]
+    assert m.items[0].caption == 'comma, "quote" newline'  # the line break is normalised on load
+    # an empty set still writes a loadable manifest
+    assert load_manifest(write_manifest([], tmp_path / f"none{ext}")).items == []
