@@ -48,3 +48,10 @@ def test_environment_records_versions():
     env = results.environment()
     assert env["packages"]["torch"].startswith("2.")
     assert env["packages"]["diffmem"] is not None
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import stat
+
+    p = results.write_json(tmp_path / "r.json", {"v": 1})
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644

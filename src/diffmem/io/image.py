@@ -8,12 +8,12 @@ webp/png gives its first frame.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from diffmem.errors import BadInputError
+from diffmem.io.atomic import atomic_output
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -100,15 +100,7 @@ def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Pa
         arr = arr[0]
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"{p}: expected a uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    with atomic_output(p) as tmp:
         Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return p

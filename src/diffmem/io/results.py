@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from .atomic import atomic_output
 
 _PACKAGES = ("diffmem", "torch", "numpy", "av", "opencv-python-headless", "faiss-cpu",
              "diffusers", "transformers", "pyarrow", "scikit-image")
@@ -54,17 +54,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -94,14 +85,6 @@ def write_parquet(path: str | Path, rows: Iterable[dict] | "pandas.DataFrame") -
         if df[col].map(lambda v: isinstance(v, (dict, list))).any():
             df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
