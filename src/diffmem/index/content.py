@@ -1,0 +1,127 @@
+"""The content index of a training set: a descriptor vector for every sampled frame of every training
+video and image, with metadata rows (item_id, frame, source_frame, timestamp, caption, path, kind).
+
+    idx = build_content_index("train.parquet", "INDEX", descriptor="builtin", fps=8)
+    idx, desc = open_content_index("INDEX")          # the descriptor is rebuilt from the stored policy
+
+Resumes after a kill and extends an existing index with the items it does not hold yet; a corrupt item
+is recorded in index.json (`skipped`) and the rest completes.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError, DiffmemError, Skipped
+from .faiss_index import VectorIndex
+
+DEFAULT_FPS = 8.0
+
+
+@dataclass
+class ItemFrames:
+    array: np.ndarray       # uint8 (T,H,W,3)
+    timestamps: np.ndarray  # float seconds (T,)
+    indices: np.ndarray     # source frame numbers (T,)
+    truncated: bool = False
+
+
+def read_item_frames(path, fps: float | None) -> ItemFrames:
+    """Frames of a video (sampled at `fps`, every frame when None) or an image (one frame).
+    Raises BadInputError for a file that cannot be decoded."""
+    from ..io.video import TruncatedVideoWarning, read_frames
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedVideoWarning)  # recorded as `truncated` instead
+        fr = read_frames(path, fps=fps)
+    if len(fr) == 0:
+        raise BadInputError(path, "no frames")
+    return ItemFrames(fr.array, np.asarray(fr.timestamps, float), np.asarray(fr.indices, np.int64),
+                      bool(getattr(fr, "truncated", False)))
+
+
+@dataclass
+class BuildReport:
+    index: VectorIndex
+    added: int = 0          # items added by this run
+    already: int = 0        # items the index held before (resume / extend)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"index": str(self.index.folder), "added": self.added, "already": self.already,
+                "skipped": [s.as_dict() for s in self.skipped], "n_vectors": len(self.index)}
+
+
+def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str | None = None,
+                        sha256: str | None = None, fps: float | None = DEFAULT_FPS, factory: str = "Flat",
+                        device: Any = "cpu", batch_size: int = 64, progress: bool = True,
+                        shard_size: int = 65536, search_params: str | None = None) -> BuildReport:
+    """Index every sampled frame of `train` (a folder / manifest path, or a Manifest) into folder `out`.
+
+    An existing index in `out` is resumed / extended: it must have the same descriptor policy
+    (PolicyMismatchError otherwise), factory and frame rate."""
+    from ..data.manifest import Manifest, load_manifest
+    from ..features import load_descriptor
+
+    manifest = train if isinstance(train, Manifest) else load_manifest(train)
+    desc = load_descriptor(descriptor, policy=policy, sha256=sha256, device=device)
+    out = Path(out)
+    config = {"fps": fps, "train": str(getattr(manifest, "source", None) or manifest.root),
+              "descriptor": desc.policy.name}
+    index = VectorIndex.open_or_create(out, dim=desc.dim, policy=desc.policy, factory=factory, metric="ip",
+                                       search_params=search_params, config=config, shard_size=shard_size)
+    if index.config.get("fps") != fps:
+        raise DiffmemError(f"{out}: the index samples frames at fps={index.config.get('fps')}, not {fps}; "
+                           "use the same --fps or build a new index")
+    report = BuildReport(index)
+    for s in manifest.skipped:
+        index.add_skipped(s.as_dict())
+        report.skipped.append(s)
+    todo = [it for it in manifest.items if not index.has_item(it.id)]
+    report.already = len(manifest.items) - len(todo)
+    bar = _progress(todo, progress, f"indexing {len(todo)} items")
+    try:
+        for it in bar:
+            try:
+                fr = read_item_frames(it.path, fps)
+            except BadInputError as e:
+                sk = Skipped(it.id, str(it.path), e.reason)
+                index.add_skipped(sk.as_dict())
+                report.skipped.append(sk)
+                continue
+            vecs = desc.encode(fr.array, batch_size=batch_size)
+            rows = [{"item_id": it.id, "frame": int(j), "source_frame": int(fr.indices[j]),
+                     "timestamp": float(fr.timestamps[j]), "caption": it.caption, "path": str(it.path),
+                     "kind": it.kind} for j in range(len(vecs))]
+            index.add(vecs, rows)
+            report.added += 1
+    finally:
+        index.flush()  # whatever finished is kept, also on KeyboardInterrupt
+    index.close()
+    return report
+
+
+def open_content_index(folder, descriptor: Any = None, *, policy: str | None = None, sha256: str | None = None,
+                       threshold: float | None = None, device: Any = "cpu"):
+    """(index, descriptor): the descriptor given (checked against the index's policy) or rebuilt from it."""
+    from ..features import descriptor_from_policy, load_descriptor
+
+    index = VectorIndex.open(folder)
+    if descriptor is None:
+        desc = descriptor_from_policy(index.policy, device=device, threshold=threshold)
+    else:
+        desc = load_descriptor(descriptor, policy=policy, sha256=sha256, threshold=threshold, device=device)
+        index.check_policy(desc.policy)
+    return index, desc
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="item", leave=False)

@@ -1,0 +1,398 @@
+"""`diffmem audit`: did the model copy its training data, which items, how much?
+
+    result = audit("generated/", "train.parquet", "out/")        # builds out/train_index/ first
+    result = audit("generated/", "INDEX/", "out/")               # or searches a saved content index
+
+For every generated item: its frames sampled at the index's rate, each frame's nearest training frame,
+the content score, coverage and best match (DESIGN.md, "Content memorization"), and a verdict.
+Writes, atomically:
+
+    OUT/audit.parquet    one row per audited generated item (nested values as JSON strings)
+    OUT/audit.json       {"config", "summary", "items": [...], "skipped": [...]}
+    OUT/report.html      flagged items (their frames beside the matched training frames), the score
+                         distribution, every item, the configuration; self-contained, all text escaped
+    OUT/items/           one JSON per finished item: a killed audit resumes from them
+    OUT/train_index/     the content index, when TRAIN_OR_INDEX is a training set (reusable, resumable)
+
+A generated or training item that cannot be read is listed in `skipped` (with "set": "generated" or
+"train") and the rest completes.
+
+Parts. The audit is a list of parts, each scoring an item from its frames; `ContentPart` is always
+there, a motion part plugs in with the same interface (`AuditPart`). Each part adds its fields to the
+item's record and says whether it flags the item; `verdict(content, motion)` combines the flags.
+`motion=MotionAuditConfig()` adds the motion part (`diffmem.studies.motion_audit`): the training videos
+are indexed into OUT/motion_index and each item gains motion_score, motion_match, natural_motion,
+motion_memorized; a part with an `html(record)` method adds its block to a flagged item in report.html.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError, DiffmemError, Skipped
+from ..index.content import DEFAULT_FPS, ItemFrames, build_content_index, open_content_index, read_item_frames
+from ..io.results import environment, read_json, write_json, write_parquet, write_text
+from ..metrics.content import copy_table, score_item
+
+VERDICTS = ("content", "motion", "both", "none")
+MAX_REPORT_ITEMS = 100  # flagged items shown with pictures in report.html (all are in the tables)
+
+
+def verdict(content: bool, motion: bool | None = None) -> str:
+    """The item's verdict from the content flag and the motion flag (None: motion not audited)."""
+    m = bool(motion)
+    if content and m:
+        return "both"
+    if content:
+        return "content"
+    if m:
+        return "motion"
+    return "none"
+
+
+class AuditPart(Protocol):
+    """One kind of evidence. `score` returns the fields it adds to the item's record; `flagged` reads
+    its own flag from those fields. `key` changes whenever a stored result would no longer be valid."""
+
+    name: str
+
+    def config(self) -> dict: ...
+
+    def key(self) -> str: ...
+
+    def score(self, item, frames: ItemFrames) -> dict: ...
+
+    def flagged(self, record: dict) -> bool: ...
+
+
+class ContentPart:
+    """Content memorization against a content index (DESIGN.md, "Content memorization")."""
+
+    name = "content"
+
+    def __init__(self, index, descriptor, threshold: float, batch_size: int = 64):
+        if threshold is None:
+            raise DiffmemError(f"descriptor {descriptor.policy.name!r} has no calibrated tau_c; pass a threshold "
+                               "(calibrate one with diffmem.features.calibrate.calibrate_threshold)")
+        self.index, self.descriptor, self.threshold, self.batch_size = index, descriptor, float(threshold), batch_size
+
+    def config(self) -> dict:
+        p = self.descriptor.policy
+        return {"descriptor_policy": p.as_dict(), "fingerprint": p.fingerprint, "threshold": self.threshold,
+                "threshold_source": p.threshold_source if self.threshold == p.threshold else "given by the user",
+                "index": str(self.index.folder), "index_factory": self.index.factory,
+                "index_search_params": self.index.meta.get("search_params", ""), "index_vectors": len(self.index),
+                "table_thresholds": [0.5, 0.4]}
+
+    def key(self) -> str:
+        return json.dumps([self.descriptor.policy.fingerprint, self.threshold, self.index.fingerprint,
+                           len(self.index), self.index.factory, self.index.meta.get("search_params", "")])
+
+    def score(self, item, frames: ItemFrames) -> dict:
+        desc = self.descriptor.encode(frames.array, batch_size=self.batch_size)
+        r = score_item(item.id, desc, self.index, self.threshold)
+        m = r.match
+        return {
+            "content_score": r.content_score, "coverage": r.coverage, "content_memorized": r.memorized,
+            "content_match": {"train_id": m["train_id"], "frame": m["frame"], "similarity": m["similarity"],
+                              "timestamp": m["timestamp"], "path": m["path"], "caption": m["caption"]},
+            "best_frame": r.best_frame,
+            "frames": [{"frame": f.frame, "timestamp": float(frames.timestamps[f.frame]), "similarity": f.similarity,
+                        "train_id": f.train_id, "train_frame": f.train_frame} for f in r.frames],
+        }
+
+    def flagged(self, record: dict) -> bool:
+        return bool(record.get("content_memorized"))
+
+
+@dataclass
+class AuditResult:
+    out: Path
+    config: dict
+    summary: dict
+    items: list[dict]
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[dict]:
+        return [it for it in self.items if it["verdict"] != "none"]
+
+
+def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None, sha256=None, threshold=None,
+                      fps=None, factory="Flat", device="cpu", batch_size=64, progress=True):
+    """(index, descriptor, fps, kind): open a saved content index, or build one from a training set into
+    OUT/train_index (resumable)."""
+    ref = Path(train_or_index)
+    if (ref / "index.json").is_file():
+        index, desc = open_content_index(ref, descriptor, policy=policy, sha256=sha256, threshold=threshold,
+                                         device=device)
+        idx_fps = index.config.get("fps")
+        if fps is not None and fps != idx_fps:
+            raise DiffmemError(f"{ref}: the index samples frames at fps={idx_fps}; audit with the same rate "
+                               f"(got --fps {fps}) or build a new index")
+        return index, desc, idx_fps, "index"
+    rep = build_content_index(ref, out / "train_index", descriptor=descriptor or "builtin", policy=policy,
+                              sha256=sha256, fps=DEFAULT_FPS if fps is None else fps, factory=factory,
+                              device=device, batch_size=batch_size, progress=progress)
+    index, desc = open_content_index(rep.index.folder, descriptor or "builtin", policy=policy, sha256=sha256,
+                                     threshold=threshold, device=device)
+    return index, desc, index.config.get("fps"), "train"
+
+
+def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str | None = None,
+          sha256: str | None = None, threshold: float | None = None, fps: float | None = None,
+          factory: str = "Flat", device: Any = "cpu", batch_size: int = 64, progress: bool = True,
+          parts: Sequence[AuditPart] = (), report: bool = True, motion: Any = None,
+          motion_index: str | Path | None = None) -> AuditResult:
+    """Audit generated items against a training set or a saved content index; see the module docstring.
+
+    descriptor/policy/sha256: as `diffmem.features.load_descriptor` (default: the index's own, or builtin).
+    threshold: tau_c (default: the descriptor policy's). fps: frame rate for sampling (default: the
+    index's; 8 when building). parts: extra `AuditPart`s after the content part. motion: a
+    `MotionAuditConfig` to add the motion part (None: content only); motion_index: its folder
+    (default OUT/motion_index)."""
+    from ..data.manifest import load_manifest
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index, desc, fps, ref_kind = resolve_reference(
+        train_or_index, out, descriptor=descriptor, policy=policy, sha256=sha256, threshold=threshold, fps=fps,
+        factory=factory, device=device, batch_size=batch_size, progress=progress)
+    content = ContentPart(index, desc, desc.threshold if threshold is None else threshold, batch_size)
+    if motion is not None:
+        from .motion_audit import motion_part
+
+        parts = [motion_part(index, out, motion, motion_index=motion_index, progress=progress), *parts]
+    all_parts: list[AuditPart] = [content, *parts]
+    manifest = load_manifest(generated)
+
+    config = {
+        "generated": str(Path(generated)), "reference": str(Path(train_or_index)), "reference_kind": ref_kind,
+        "fps": fps, "content": content.config(),
+        **{p.name: p.config() for p in parts},
+        "verdicts": list(VERDICTS), "environment": environment(),
+    }
+    key = hashlib.sha256(json.dumps([fps, [p.key() for p in all_parts]]).encode()).hexdigest()[:16]
+    config["audit_key"] = key
+
+    skipped = [{**s.as_dict(), "set": "generated"} for s in manifest.skipped]
+    skipped += [{**dict(s), "set": "train"} for s in index.skipped]
+    items_dir = out / "items"
+    records: list[dict] = []
+    bar = manifest.items
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(manifest.items, desc="auditing", unit="item", leave=False)
+    for it in bar:
+        rec_path = items_dir / f"{hashlib.sha1(it.id.encode()).hexdigest()[:20]}.json"
+        if rec_path.exists():
+            try:
+                stored = read_json(rec_path)
+                if stored.get("audit_key") == key and stored.get("id") == it.id:
+                    if stored.get("skipped"):
+                        skipped.append(stored["skipped"])
+                    else:
+                        records.append(stored)
+                    continue
+            except (OSError, ValueError):
+                pass  # a damaged record is recomputed
+        try:
+            frames = read_item_frames(it.path, fps)
+        except BadInputError as e:
+            sk = {**Skipped(it.id, str(it.path), e.reason).as_dict(), "set": "generated"}
+            skipped.append(sk)
+            write_json(rec_path, {"audit_key": key, "id": it.id, "skipped": sk})
+            continue
+        rec = {"id": it.id, "path": str(it.path), "caption": it.caption, "kind": it.kind,
+               "n_frames": int(len(frames.array)), "truncated": frames.truncated}
+        for p in all_parts:
+            rec.update(p.score(it, frames))
+        flags = {p.name: p.flagged(rec) for p in all_parts}
+        rec["verdict"] = verdict(flags.get("content", False), flags.get("motion"))
+        write_json(rec_path, {**rec, "audit_key": key})
+        records.append({**rec, "audit_key": key})
+
+    items = [{k: v for k, v in r.items() if k != "audit_key"} for r in records]
+    summary = _summary(items, content.threshold, manifest, skipped, time.perf_counter() - t0)
+    if items:
+        write_parquet(out / "audit.parquet", [_parquet_row(r) for r in items])
+    else:  # an empty table still has the columns
+        import pandas as pd
+
+        write_parquet(out / "audit.parquet", pd.DataFrame(columns=_COLUMNS))
+    write_json(out / "audit.json", {"config": config, "summary": summary, "items": items, "skipped": skipped})
+    result = AuditResult(out, config, summary, items, skipped)
+    if report:
+        write_text(out / "report.html", render_report(result, index=index, fps=fps, audit_parts=all_parts))
+    return result
+
+
+def _summary(items: list[dict], tau: float, manifest, skipped, seconds: float) -> dict:
+    scores = np.array([it["content_score"] for it in items], dtype=np.float64)
+    counts = {v: sum(it["verdict"] == v for it in items) for v in VERDICTS}
+    return {
+        "n_generated": len(manifest.items) + len(manifest.skipped),
+        "n_audited": len(items),
+        "n_skipped_generated": sum(s.get("set") == "generated" for s in skipped),
+        "n_skipped_train": sum(s.get("set") == "train" for s in skipped),
+        "threshold": tau,
+        "n_content_memorized": int(sum(it["content_memorized"] for it in items)),
+        "fraction_content_memorized": float(np.mean([it["content_memorized"] for it in items])) if items else 0.0,
+        "verdicts": counts,
+        "table": copy_table(scores, extra_thresholds=(tau,)),
+        "mean_coverage": float(np.mean([it["coverage"] for it in items])) if items else 0.0,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _parquet_row(r: dict) -> dict:
+    m = r.get("content_match") or {}
+    row = {k: v for k, v in r.items() if k not in ("frames", "content_match")}
+    row.update({"match_train_id": m.get("train_id"), "match_frame": m.get("frame"),
+                "match_similarity": m.get("similarity"), "match_timestamp": m.get("timestamp"),
+                "match_path": m.get("path")})
+    row["frame_similarities"] = [f["similarity"] for f in r.get("frames", [])]
+    return row
+
+
+_COLUMNS = ["id", "path", "caption", "kind", "n_frames", "truncated", "content_score", "coverage",
+            "content_memorized", "best_frame", "verdict", "match_train_id", "match_frame", "match_similarity",
+            "match_timestamp", "match_path", "frame_similarities"]
+
+
+# ----------------------------------------------------------------------------- report
+
+def _histogram(scores: np.ndarray, tau: float) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.html import figure_png
+
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    if scores.size:
+        ax.hist(scores, bins=min(40, max(5, scores.size)), range=(min(0.0, scores.min()), 1.0), color="#4a7fb5")
+    ax.axvline(tau, color="#b00", ls="--", label=f"tau_c = {tau:g}")
+    for t, c in ((0.5, "#888"), (0.4, "#bbb")):
+        if abs(t - tau) > 1e-9:
+            ax.axvline(t, color=c, ls=":", label=f"{t:g}")
+    ax.set_xlabel("content score (max over frames of the nearest-training-frame similarity)")
+    ax.set_ylabel("items")
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+class _TrainFrames:
+    """Reads training frames for the report, one file at a time (cached)."""
+
+    def __init__(self, fps, paths: dict):
+        self.fps, self.paths, self.cache = fps, paths, {}
+
+    def get(self, train_id: str | None, frame: int | None):
+        path = self.paths.get(train_id)
+        if path is None or frame is None:
+            return None
+        if path not in self.cache:
+            try:
+                self.cache = {path: read_item_frames(path, self.fps).array}  # keep one file in memory
+            except (BadInputError, OSError):
+                self.cache = {path: None}
+        arr = self.cache[path]
+        return arr[frame] if arr is not None and 0 <= frame < len(arr) else None
+
+
+def render_report(result: AuditResult, *, index=None, fps=None, max_items: int = MAX_REPORT_ITEMS,
+                  frames_per_item: int = 8, audit_parts: Sequence = ()) -> str:
+    from ..io.html import config_block, img, page, table
+
+    s = result.summary
+    tau = s["threshold"]
+    scores = np.array([it["content_score"] for it in result.items], dtype=np.float64)
+    tab = s["table"]
+    parts = [
+        "<h2>Summary</h2>",
+        table(["generated", "audited", "skipped (generated)", "skipped (train)", f"content > tau_c ({tau:g})",
+               "Top-5 %", "Top-1", "% > 0.5", "% > 0.4"],
+              [[s["n_generated"], s["n_audited"], s["n_skipped_generated"], s["n_skipped_train"],
+                s["n_content_memorized"], _f(tab.get("top5_pct")), _f(tab.get("top1")),
+                _f(tab.get("pct_above_0.5")), _f(tab.get("pct_above_0.4"))]]),
+        table(["verdict", "items"], [[k, v] for k, v in s["verdicts"].items()]),
+        "<h2>Score distribution</h2>", img(_histogram(scores, tau), "score distribution", height=None),
+    ]
+    flagged = sorted(result.flagged, key=lambda r: -r["content_score"])
+    parts.append(f"<h2>Flagged items ({len(flagged)})</h2>")
+    if len(flagged) > max_items:
+        parts.append(f"<p>Pictures for the {max_items} highest-scoring; all are in the table below.</p>")
+    paths = {}
+    if index is not None and flagged:
+        meta = index.metadata
+        wanted = {f.get("train_id") for r in flagged[:max_items] for f in r.get("frames", [])}
+        sub = meta[meta["item_id"].isin(wanted)]
+        paths = dict(zip(sub["item_id"], sub["path"]))
+    train = _TrainFrames(fps, paths)
+    for r in flagged[:max_items]:
+        parts.append(_item_block(r, train, fps, frames_per_item, tau))
+        parts.extend(p.html(r) for p in audit_parts if hasattr(p, "html"))
+    rows = [[r["id"], r["verdict"], _f(r["content_score"]), _f(r["coverage"]),
+             (r.get("content_match") or {}).get("train_id"), (r.get("content_match") or {}).get("frame"),
+             r.get("caption", "")] for r in sorted(result.items, key=lambda r: -r["content_score"])]
+    parts += ["<h2>All items</h2>",
+              table(["id", "verdict", "content score", "coverage", "train id", "train frame", "caption"], rows)]
+    if result.skipped:
+        parts += ["<h2>Skipped</h2>",
+                  table(["set", "id", "path", "reason"],
+                        [[k.get("set"), k.get("id"), k.get("path"), k.get("reason")] for k in result.skipped])]
+    parts += ["<h2>Configuration</h2>", config_block(result.config)]
+    return page("diffmem audit", "\n".join(parts))
+
+
+def _item_block(r: dict, train: _TrainFrames, fps, n: int, tau: float) -> str:
+    from ..io.html import esc, img, png_data_uri
+
+    m = r.get("content_match") or {}
+    head = (f"<h3>{esc(r['id'])} <span class='flag'>{esc(r['verdict'])}</span></h3>"
+            f"<p>content score {esc(_f(r['content_score']))}, coverage {esc(_f(r['coverage']))}; best match "
+            f"{esc(m.get('train_id'))} frame {esc(m.get('frame'))} (similarity {esc(_f(m.get('similarity')))})<br>"
+            f"caption: {esc(r.get('caption', ''))}<br>matched caption: {esc(m.get('caption') or '')}<br>"
+            f"path: {esc(r.get('path'))}</p>")
+    try:
+        gen = read_item_frames(r["path"], fps).array
+    except (BadInputError, OSError):
+        return head + "<p>(generated file no longer readable)</p>"
+    frames = r.get("frames", [])
+    if not frames:
+        return head
+    # the best frame and evenly spaced others, in time order
+    pick = sorted(set([r.get("best_frame", 0)] + list(np.linspace(0, len(frames) - 1, n).round().astype(int))))
+    pick = sorted(pick, key=lambda j: (j != r.get("best_frame", 0), j))[:n]
+    pick.sort()
+    top, bottom = [], []
+    for j in pick:
+        f = frames[j]
+        cls = "flag" if f["similarity"] > tau else ""
+        g = gen[f["frame"]] if f["frame"] < len(gen) else None
+        top.append(f"<figure>{img(png_data_uri(g), 'generated frame') if g is not None else '?'}"
+                   f"<figcaption class='{cls}'>frame {esc(f['frame'])}: {esc(_f(f['similarity']))}</figcaption></figure>")
+        t = train.get(f.get("train_id"), f.get("train_frame"))
+        top_train = img(png_data_uri(t), "training frame") if t is not None else "(not readable)"
+        bottom.append(f"<figure>{top_train}<figcaption>{esc(f.get('train_id'))} #{esc(f.get('train_frame'))}"
+                      f"</figcaption></figure>")
+    return (head + "<div class='strip'><b>generated</b><br>" + "".join(top) + "</div>"
+            "<div class='strip'><b>nearest training frames</b><br>" + "".join(bottom) + "</div>")
+
+
+def _f(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.3f}"
+    return str(v)

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Small descriptor batches on a loaded 2-core machine: two intra-op threads wait on each other
+    # (measured 40x slower than one thread), so these tests run torch single-threaded.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    # Same reason for FAISS's OpenMP threads (PQ training measured 30 s with two, well under 1 s with one).
+    import faiss
+
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(n)

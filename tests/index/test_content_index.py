@@ -1,0 +1,105 @@
+"""The content index of a training set: frames sampled by timestamp, metadata, resume, extend, skips."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffmem.data.world_clips import ClipSpec, render_clip
+from diffmem.errors import DiffmemError, PolicyMismatchError
+from diffmem.index import VectorIndex, build_content_index, open_content_index
+from diffmem.index import content as content_mod
+from diffmem.io.image import write_image
+from diffmem.io.video import write_video
+
+SPECS = [ClipSpec.make("cat", "grass", "linear", "right", size=48, n_frames=16),
+         ClipSpec.make("rocket", "bricks", "circle", "cw", size=48, n_frames=16),
+         ClipSpec.make("digit", "stars", "zoom_in", size=48, n_frames=8)]
+
+
+def _corpus(root, n_extra_images=0):
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, spec in enumerate(SPECS):
+        write_video(root / f"v{i}.mp4", render_clip(spec), fps=8)
+        rows.append({"id": f"v{i}", "path": f"v{i}.mp4", "caption": f"clip <{i}>"})
+    for j in range(2 + n_extra_images):
+        im = render_clip(ClipSpec.make("face", ("gravel", "cells", "craters", "bricks")[j], size=40, n_frames=1))[0]
+        write_image(root / f"im{j}.png", im)
+        rows.append({"id": f"im{j}", "path": f"im{j}.png", "caption": ""})
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    rows.append({"id": "broken", "path": "broken.mp4", "caption": "bad"})
+    pd.DataFrame(rows).to_parquet(root / "train.parquet")
+    return root / "train.parquet"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    manifest = _corpus(root)
+    rep = build_content_index(manifest, root / "INDEX", fps=4.0, progress=False)
+    return root, manifest, rep
+
+
+def test_frames_are_sampled_by_timestamp_and_described(built):
+    root, _, rep = built
+    idx, desc = open_content_index(root / "INDEX")
+    meta = idx.metadata
+    counts = meta["item_id"].value_counts().to_dict()
+    # 16 frames at 8 fps = 2 s -> 8 samples at 4 fps; 8 frames = 1 s -> 4; images -> 1
+    assert counts == {"v0": 8, "v1": 8, "v2": 4, "im0": 1, "im1": 1}
+    v0 = meta[meta.item_id == "v0"]
+    assert np.allclose(v0.timestamp, np.arange(8) / 4) and list(v0.source_frame) == list(range(0, 16, 2))
+    assert list(v0.frame) == list(range(8))
+    assert set(meta.caption) == {"clip <0>", "clip <1>", "clip <2>", ""}
+    assert rep.added == 5 and [s.id for s in rep.skipped] == ["broken"]
+    assert [s["id"] for s in idx.skipped] == ["broken"] and "broken.mp4" in idx.skipped[0]["path"]
+    # the stored vector of a frame is the descriptor of that frame
+    frames = content_mod.read_item_frames(root / "v0.mp4", 4.0).array
+    rows = np.flatnonzero(meta.item_id.to_numpy() == "v0")
+    assert np.allclose(idx.vectors(rows), desc.encode(frames), atol=1e-6)
+    assert idx.config["fps"] == 4.0 and idx.policy["name"] == "builtin"
+
+
+def test_kill_resume_and_extend_without_duplicates(tmp_path, monkeypatch):
+    manifest = _corpus(tmp_path)
+    real = content_mod.read_item_frames
+    calls = {"n": 0}
+
+    def dies_on_third(path, fps):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(path, fps)
+
+    monkeypatch.setattr(content_mod, "read_item_frames", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_content_index(manifest, tmp_path / "I", fps=4.0, progress=False, shard_size=1)
+    assert set(VectorIndex.open(tmp_path / "I").item_ids) == {"v0", "v1"}
+    monkeypatch.setattr(content_mod, "read_item_frames", real)
+    rep = build_content_index(manifest, tmp_path / "I", fps=4.0, progress=False)
+    assert rep.already == 2 and rep.added == 3
+    # extend with a new item
+    _corpus(tmp_path, n_extra_images=1)
+    rep = build_content_index(tmp_path / "train.parquet", tmp_path / "I", fps=4.0, progress=False)
+    assert rep.already == 5 and rep.added == 1
+    meta = VectorIndex.open(tmp_path / "I").metadata
+    assert meta["item_id"].value_counts().to_dict() == {"v0": 8, "v1": 8, "v2": 4, "im0": 1, "im1": 1, "im2": 1}
+    assert not meta.duplicated(["item_id", "frame"]).any()
+
+
+def test_another_descriptor_or_rate_is_refused(built, tmp_path):
+    import torch
+
+    root, manifest, _ = built
+    with pytest.raises(DiffmemError, match="fps"):
+        build_content_index(manifest, root / "INDEX", fps=8.0, progress=False)
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3)).repeat(1, 4)
+
+    model = tmp_path / "m.pt"
+    torch.jit.script(Tiny()).save(str(model))
+    with pytest.raises(PolicyMismatchError, match="builtin"):
+        build_content_index(manifest, root / "INDEX", descriptor=f"sscd:{model}", fps=4.0, progress=False)
+    with pytest.raises(PolicyMismatchError):
+        open_content_index(root / "INDEX", f"sscd:{model}")
