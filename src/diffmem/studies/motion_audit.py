@@ -1,0 +1,447 @@
+"""The motion part of an audit: index the training windows, score generated items, filter natural motion.
+
+    index, skipped = build_motion_index(train_items, "runs/motion-index", MotionPolicy())
+    results, skipped = audit_motion(generated_items, index, MotionAuditConfig(), groups=groups)
+    results["gen-003"].motion_memorized, results["gen-003"].motion_match
+
+In `diffmem audit` it is one `AuditPart` (`MotionPart`, made by `motion_part(content_index, out)`):
+it adds motion_score, motion_match, natural_motion, motion_memorized and the per-window reports to
+each item's record, and the audit's verdict combines its flag with the content flag.
+
+Training windows Phi_k go into their own index (its policy fingerprint names flow backend,
+resolution, grid, k and frame rate) so motion search scales like content search. For each
+generated window the search returns every training window above tau_m (widening the search
+until the count of distinct training groups reaches `natural_groups` or the scores fall below
+tau_m), which is all NMF needs. Training items that are near-duplicates in *content* count once:
+pass `groups` (train_id -> group id), e.g. from `content_duplicate_groups`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from ..errors import BadInputError, PolicyMismatchError, Skipped
+from ..metrics.motion import (MotionMatch, MotionPolicy, MotionResult, NMFConfig, Neighbour, VideoMotion,
+                              assess_window, describe_motion, duplicate_groups, summarize)
+
+
+@dataclass(frozen=True)
+class MotionAuditConfig:
+    """Everything the motion audit needs besides its inputs. Stored with every result.
+
+    dup_threshold: content similarity above which two training items are near-duplicates (for
+    NMF's group count), with the content descriptor used by `content_duplicate_groups`.
+    search_k: neighbours fetched per generated window at first (the search widens as needed).
+    """
+
+    policy: MotionPolicy = field(default_factory=MotionPolicy)
+    nmf: NMFConfig = field(default_factory=NMFConfig)
+    dup_threshold: float = 0.95
+    search_k: int = 64
+
+    def as_dict(self) -> dict:
+        return {"policy": self.policy.as_dict(), "policy_name": self.policy.name,
+                "policy_fingerprint": self.policy.fingerprint, "nmf": self.nmf.as_dict(),
+                "dup_threshold": self.dup_threshold, "search_k": self.search_k}
+
+
+def read_motion_frames(path: str | Path, policy: MotionPolicy) -> np.ndarray:
+    """Frames of a video sampled the way `policy` says (fps, max_frames). Raises BadInputError."""
+    from ..io.video import read_frames
+
+    arr = read_frames(path, fps=policy.fps).array
+    return arr if policy.max_frames is None else arr[: policy.max_frames]
+
+
+# ----------------------------------------------------------------------------- the index of training windows
+
+
+class MotionIndex:
+    """Phi_k windows of training videos in a `VectorIndex` folder (diffmem.index), one metadata row per
+    window: item_id (the training id), start (first frame of the window), motion (its window motion,
+    px/frame). The folder's policy is the motion policy (fingerprinted); opening it with another policy
+    is refused. Committed shards survive a kill; `build_motion_index` resumes from them.
+    """
+
+    def __init__(self, index, policy: MotionPolicy):
+        self.index, self.policy = index, policy
+        self._cols = None
+
+    @property
+    def dim(self) -> int:
+        return 2 * self.policy.grid ** 2 * self.policy.k
+
+    @property
+    def folder(self) -> Path:
+        return self.index.folder
+
+    @staticmethod
+    def _policy_record(policy: MotionPolicy) -> dict:
+        return {**policy.as_dict(), "name": policy.name, "fingerprint": policy.fingerprint}
+
+    @classmethod
+    def create(cls, folder: str | Path, policy: MotionPolicy | None = None, *, factory: str = "Flat",
+               shard_size: int = 65536) -> "MotionIndex":
+        """A new motion index folder, or the existing one built with the same policy (to resume or extend).
+
+        factory: FAISS factory string; exact ("Flat") by default, e.g. "IVF4096,Flat" for millions of
+        windows (candidates are re-ranked with the exact vectors, so OFS-k values stay exact)."""
+        from ..index import VectorIndex
+
+        policy = policy or MotionPolicy()
+        folder = Path(folder)
+        if (folder / "index.json").exists():
+            existing = cls.open(folder)
+            _check_policy(existing.policy, policy, f"motion index {folder}")
+            return existing
+        dim = 2 * policy.grid ** 2 * policy.k
+        idx = VectorIndex.create(folder, dim=dim, policy=cls._policy_record(policy), factory=factory, metric="ip",
+                                 config={"kind": "motion"}, shard_size=shard_size)
+        return cls(idx, policy)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "MotionIndex":
+        from ..index import VectorIndex
+
+        idx = VectorIndex.open(folder)
+        rec = idx.policy or {}
+        if rec.get("kind") != "motion":
+            raise BadInputError(folder, "not a motion index (its policy is not a motion policy)")
+        policy = MotionPolicy.from_dict({k: v for k, v in rec.items() if k not in ("name", "fingerprint")})
+        if policy.fingerprint != rec.get("fingerprint"):
+            raise BadInputError(folder, "motion policy record does not match its fingerprint (edited by hand?)")
+        return cls(idx, policy)
+
+    # building
+    def done(self, item_id: str) -> bool:
+        """Whether the item is indexed or was recorded as left out (unreadable, too short)."""
+        return self.index.has_item(item_id) or any(s.get("id") == item_id for s in self.index.skipped)
+
+    def add(self, train_id: str, motion: VideoMotion, path: str | Path = "") -> int:
+        """Index one training video's windows (buffered; `flush`/`close` commits). A video shorter than
+        k flows has no window: it is recorded as left out, with the reason."""
+        if motion.k != self.policy.k or (len(motion.windows) and motion.windows.shape[1] != self.dim):
+            raise PolicyMismatchError(f"motion of {train_id!r} was not made with this index's policy "
+                                      f"({self.policy.name})")
+        n = len(motion.windows)
+        if n == 0:
+            self.index.add_skipped({"id": train_id, "path": str(path), "reason":
+                                    f"too short for a motion window: {motion.n_flows} flows < k={self.policy.k}"})
+            return 0
+        self.index.add(motion.windows, [{"item_id": train_id, "start": j, "motion": float(m)}
+                                        for j, m in enumerate(motion.motion)])
+        self._cols = None
+        return n
+
+    def close(self) -> "MotionIndex":
+        self.index.close()
+        self._cols = None
+        return self
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def train_ids(self) -> list[str]:
+        meta = self.index.metadata
+        return list(dict.fromkeys(meta["item_id"])) if len(meta) else []
+
+    def _columns(self):
+        if self._cols is None:
+            meta = self.index.metadata
+            self._cols = (meta["item_id"].to_numpy(object), meta["start"].to_numpy(np.int64),
+                          meta["motion"].to_numpy(np.float64))
+        return self._cols
+
+    # querying
+    def neighbours(self, windows: np.ndarray, nmf: NMFConfig, groups: Mapping[str, str] | None = None,
+                   start_k: int = 64) -> list[list[Neighbour]]:
+        """For each query window: training windows, best first, containing every one above tau_m -- or
+        enough of them to reach `nmf.natural_groups` distinct groups -- and at least the best one that
+        is not static (the search widens 4x at a time until that holds)."""
+        groups = groups or {}
+        n = len(self)
+        windows = np.asarray(windows, np.float32)
+        out: list[list[Neighbour]] = [[] for _ in range(len(windows))]
+        if not n or not len(windows):
+            return out
+        tid, start, mot = self._columns()
+        todo = list(range(len(windows)))
+        k = max(1, int(start_k))
+        while todo:
+            k = min(k, n)
+            sims, rows = self.index.search(windows[todo], k)
+            again = []
+            for r, qi in enumerate(todo):
+                ok = rows[r] >= 0
+                nbs = [Neighbour(float(s), str(tid[i]), int(start[i]), float(mot[i]))
+                       for s, i in zip(sims[r][ok], rows[r][ok])]
+                moving = [nb for nb in nbs if nb.train_motion >= nmf.static_px]
+                seen = {groups.get(nb.train_id, nb.train_id) for nb in moving if nb.similarity > nmf.tau_m}
+                last = nbs[-1].similarity if nbs else -np.inf
+                if k >= n or (moving and last <= nmf.tau_m) or len(seen) >= nmf.natural_groups:
+                    out[qi] = nbs
+                else:
+                    again.append(qi)
+            todo, k = again, k * 4
+        return out
+
+
+def _check_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> None:
+    if have.fingerprint != want.fingerprint:
+        raise PolicyMismatchError(
+            f"motion policy mismatch: the {what} was made with {have.name!r} (fingerprint {have.fingerprint}) "
+            f"but {want.name!r} (fingerprint {want.fingerprint}) was given; use the same flow backend, "
+            f"resolution, grid, k and fps, or build a new motion index")
+
+
+def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
+                       factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False
+                       ) -> tuple[MotionIndex, list[Skipped]]:
+    """Index the training videos among `items` (manifest `Item`s) in folder `out`.
+
+    Resumes a killed build and extends an existing index with items it does not hold yet. Images have
+    no motion and are left out silently; unreadable files and videos shorter than k flows are recorded
+    in the index (`skipped`) and returned.
+    """
+    from tqdm.auto import tqdm
+
+    policy = policy or MotionPolicy()
+    index = MotionIndex.create(out, policy, factory=factory, shard_size=shard_size)
+    if estimator is None:
+        from ..flow import get_estimator
+
+        estimator = get_estimator(policy.flow.backend)
+    todo = [it for it in items if it.kind == "video" and not index.done(it.id)]
+    try:
+        for it in tqdm(todo, desc="motion index", unit="video", disable=not progress):
+            try:
+                frames = read_motion_frames(it.path, policy)
+            except BadInputError as e:
+                index.index.add_skipped(Skipped(it.id, str(it.path), e.reason).as_dict())
+                continue
+            index.add(it.id, describe_motion(frames, policy, estimator), it.path)
+    finally:
+        index.index.flush()  # whatever finished is kept, also on KeyboardInterrupt
+    index.close()
+    return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+class MotionAuditor:
+    """Scores generated videos against a MotionIndex with natural motion filtering."""
+
+    def __init__(self, index: MotionIndex, config: MotionAuditConfig | None = None,
+                 groups: Mapping[str, str] | None = None, estimator=None):
+        self.config = config or MotionAuditConfig(policy=index.policy)
+        _check_policy(index.policy, self.config.policy, "motion index")
+        self.index, self.groups = index, dict(groups or {})
+        self._estimator = estimator
+
+    @property
+    def estimator(self):
+        if self._estimator is None:
+            from ..flow import get_estimator
+
+            self._estimator = get_estimator(self.config.policy.flow.backend)
+        return self._estimator
+
+    def score_motion(self, item_id: str, motion: VideoMotion) -> MotionResult:
+        nmf = self.config.nmf
+        nbs = self.index.neighbours(motion.windows, nmf, self.groups, self.config.search_k)
+        reports = [assess_window(j, float(motion.motion[j]), nb, nmf, self.groups) for j, nb in enumerate(nbs)]
+        return summarize(item_id, reports, nmf, motion.n_flows, nbs)
+
+    def score_frames(self, item_id: str, frames: np.ndarray) -> MotionResult:
+        """uint8 (T, H, W, 3) frames sampled at the policy's fps."""
+        return self.score_motion(item_id, describe_motion(frames, self.config.policy, self.estimator))
+
+    def score_item(self, item) -> MotionResult:
+        """A manifest Item; raises BadInputError for a file that cannot be read."""
+        return self.score_frames(item.id, read_motion_frames(item.path, self.config.policy))
+
+
+def audit_motion(generated: Iterable, index: MotionIndex, config: MotionAuditConfig | None = None, *,
+                 groups: Mapping[str, str] | None = None, progress: bool = False
+                 ) -> tuple[dict[str, MotionResult], list[Skipped]]:
+    """Motion results for every generated item (manifest `Item`s); unreadable ones are skipped and reported.
+    An image gets a result too (no flow: 'too short'), so every item has a motion verdict."""
+    from tqdm.auto import tqdm
+
+    auditor = MotionAuditor(index, config, groups)
+    results, skipped = {}, []
+    for it in tqdm(list(generated), desc="motion audit", unit="item", disable=not progress):
+        try:
+            results[it.id] = auditor.score_item(it)
+        except BadInputError as e:
+            skipped.append(Skipped(it.id, str(it.path), e.reason))
+    return results, skipped
+
+
+def content_duplicate_groups(content_index, threshold: float = 0.95) -> dict[str, str]:
+    """Group training items whose content is near-duplicate (NMF counts a group once), from a content
+    index (`diffmem.index.build_content_index`): each item is the L2-normalised mean of its frame
+    descriptors; items above `threshold` cosine similarity are linked; groups are the connected
+    components (train_id -> the group's first id in index order).
+
+    threshold 0.95 was measured with the builtin descriptor on the small world: byte-identical copies
+    >= 0.9999, distinct sources at most 0.94 (99.9 % of pairs below 0.85).
+    """
+    meta = content_index.metadata
+    if not len(meta):
+        return {}
+    ids = meta["item_id"].to_numpy(object)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    first = np.full(len(uniq), len(ids))
+    np.minimum.at(first, inv, np.arange(len(ids)))
+    vecs = np.zeros((len(uniq), content_index.dim), np.float64)
+    np.add.at(vecs, inv, content_index.vectors())
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    order = np.argsort(first, kind="stable")  # index order, so group ids do not depend on sorting of ids
+    return duplicate_groups([str(uniq[i]) for i in order], vecs[order].astype(np.float32), threshold)
+
+
+# ----------------------------------------------------------------------------- the audit part
+
+
+def motion_record(result: MotionResult) -> dict:
+    """The fields the motion part adds to an audit record (audit.json / audit.parquet)."""
+    d = result.as_dict()
+    return {"motion_score": d["motion_score"], "motion_raw_score": d["raw_score"], "motion_match": d["motion_match"],
+            "natural_motion": d["natural_motion"], "motion_memorized": d["motion_memorized"],
+            "motion_n_flows": d["n_flows"], "motion_windows": d["windows"]}
+
+
+class MotionPart:
+    """The motion part of `diffmem audit` (a `diffmem.studies.audit.AuditPart`).
+
+    fps: the rate at which the audit samples the frames it passes to `score`; when it differs from the
+    motion policy's, the item is read again at the policy's rate.
+    """
+
+    name = "motion"
+
+    def __init__(self, index: MotionIndex, config: MotionAuditConfig | None = None,
+                 groups: Mapping[str, str] | None = None, fps: float | None = None,
+                 paths: Mapping[str, str] | None = None):
+        self.auditor = MotionAuditor(index, config, groups)
+        self.index, self.fps, self.paths = index, fps, dict(paths or {})
+
+    @property
+    def policy(self) -> MotionPolicy:
+        return self.auditor.config.policy
+
+    def config(self) -> dict:
+        g = self.auditor.groups
+        return {**self.auditor.config.as_dict(), "index": str(self.index.folder), "index_windows": len(self.index),
+                "n_duplicate_groups": len(set(g.values())), "n_grouped_items": len(g)}
+
+    def key(self) -> str:
+        import hashlib
+        import json
+
+        groups = hashlib.sha256(json.dumps(sorted(self.auditor.groups.items())).encode()).hexdigest()[:16]
+        return json.dumps([self.auditor.config.as_dict(), self.index.index.fingerprint, len(self.index), groups])
+
+    def score(self, item, frames) -> dict:
+        same_rate = self.fps == self.policy.fps and self.policy.max_frames is None
+        arr = frames.array if same_rate else read_motion_frames(item.path, self.policy)
+        return motion_record(self.auditor.score_frames(item.id, arr))
+
+    def flagged(self, record: dict) -> bool:
+        return bool(record.get("motion_memorized"))
+
+    def html(self, record: dict) -> str:
+        """The report's motion block for a flagged item: both matched clips and their flow, side by side.
+        `paths` (train_id -> file) says where the training videos are; unreadable files are said so."""
+        from ..io.html import esc
+
+        if not self.flagged(record):
+            return ""
+        tid = (record.get("motion_match") or {}).get("train_id")
+        try:
+            gen = read_motion_frames(record["path"], self.policy)
+            train = read_motion_frames(self.paths[tid], self.policy)
+        except (BadInputError, KeyError, OSError) as e:
+            return f"<p>motion match with {esc(tid)}: clips not readable ({esc(e)})</p>"
+        return motion_match_html(record, gen, train, self.policy)
+
+
+def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None = None, *,
+                motion_index: str | Path | None = None, progress: bool = False) -> MotionPart:
+    """The motion part for an audit against `content_index`: the training videos it holds are indexed
+    into `motion_index` (default OUT/motion_index; resumed / reused when present) and grouped by content
+    near-duplication (`content_duplicate_groups`)."""
+    from ..data.manifest import Item
+
+    config = config or MotionAuditConfig()
+    meta = content_index.metadata
+    items = []
+    if len(meta):
+        first = meta.drop_duplicates("item_id")
+        items = [Item(str(i), Path(p), kind=str(k)) for i, p, k in zip(first["item_id"], first["path"], first["kind"])]
+    folder = Path(motion_index) if motion_index is not None else Path(out) / "motion_index"
+    index, _ = build_motion_index(items, folder, config.policy, progress=progress)
+    groups = content_duplicate_groups(content_index, config.dup_threshold)
+    return MotionPart(index, config, groups, fps=content_index.config.get("fps"),
+                      paths={it.id: str(it.path) for it in items})
+
+
+# ----------------------------------------------------------------------------- report fragment
+
+
+def motion_match_html(result: MotionResult | Mapping, gen_frames: np.ndarray, train_frames: np.ndarray,
+                      policy: MotionPolicy | None = None, fps: float | None = None, height: int = 128) -> str:
+    """HTML for one motion match: both matched clips as animations and their colour-coded flow fields
+    side by side (one saturation for both, so colours compare), with the colour wheel as legend.
+
+    result: a MotionResult, or an audit record holding the fields of `motion_record` (and `id`).
+    gen_frames / train_frames: the two videos sampled at the policy's fps (as the audit read them).
+    """
+    from ..flow import get_estimator, to_common_resolution
+    from ..flow.visualize import colour_wheel, flow_to_rgb
+    from ..io.html import esc, gif_data_uri, img, png_data_uri
+
+    if isinstance(result, MotionResult):
+        item_id, natural, memorized = result.item_id, result.natural_motion, result.motion_memorized
+        m = result.motion_match or result.raw_match
+    else:
+        item_id, natural = result.get("id"), result.get("natural_motion") or {}
+        memorized, md = bool(result.get("motion_memorized")), result.get("motion_match")
+        m = MotionMatch(**md) if md else None
+    if m is None:
+        return ""
+    policy = policy or MotionPolicy()
+    fps = fps or policy.fps or 8.0
+    k = policy.k
+    est = get_estimator(policy.flow.backend)
+    segs = [(f"generated {item_id}", gen_frames[m.gen_start: m.gen_start + k + 1]),
+            (f"training {m.train_id}", train_frames[m.train_start: m.train_start + k + 1])]
+    flows = [est.video(to_common_resolution(f, policy.flow.short_side)) for _, f in segs]
+    mags = np.concatenate([np.hypot(f[..., 0], f[..., 1]).ravel() for f in flows if f.size] or [np.zeros(1)])
+    sat = float(np.percentile(mags, 99)) or 1.0
+    rows = []
+    for (title, frames), flow in zip(segs, flows):
+        colours = flow_to_rgb(flow, sat)
+        strip = "".join(img(png_data_uri(c), f"{title}: flow {i}", height) for i, c in enumerate(colours))
+        anim = img(gif_data_uri(to_common_resolution(frames, policy.flow.short_side), fps), f"{title}: clip", height)
+        fanim = img(gif_data_uri(colours, fps), f"{title}: flow", height) if len(colours) else ""
+        rows.append(f"<tr><th>{esc(title)}</th><td>{anim}</td><td>{fanim}</td><td class='strip'>{strip}</td></tr>")
+    status = "motion-memorized" if memorized else "not memorized"
+    head = (f"<p>motion: {esc(item_id)} &harr; {esc(m.train_id)}: OFS-{k} = {m.similarity:.3f} "
+            f"(generated window at frame {m.gen_start}, training window at frame {m.train_start}, "
+            f"alignment offset {m.offset:+d}; {esc(status)}"
+            + (f"; natural motion: {esc(natural.get('reason'))}" if natural.get("natural") else "") + ")</p>")
+    legend = img(png_data_uri(colour_wheel(48)), "flow colours: hue = direction, saturation = speed", 48)
+    return (f"<div class='motion-match'>{head}<table><tr><th></th><th>clip</th><th>flow</th>"
+            f"<th>flow, step by step (saturated at {sat:.1f} px/frame) {legend}</th></tr>{''.join(rows)}</table></div>")
+
+
+__all__ = ["MotionAuditConfig", "MotionIndex", "build_motion_index", "MotionAuditor", "audit_motion",
+           "content_duplicate_groups", "motion_record", "MotionPart", "motion_part", "motion_match_html",
+           "read_motion_frames"]
