@@ -19,14 +19,6 @@ from diffmem.studies import audit as audit_mod  # noqa: E402
 from diffmem.studies.audit import VERDICTS, audit, verdict  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches on a loaded 2-core machine: see tests/features/conftest.py
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("planted"))
