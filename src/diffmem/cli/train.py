@@ -1,0 +1,65 @@
+"""`diffmem train WORLD --out CKPT`: train a built-in tiny text-to-video (or text-to-image) model on a CPU."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+
+def register(sub):
+    from ..models.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train", help="train a built-in tiny diffusion model on a world",
+        description="Train the built-in tiny latent diffusion model (frame autoencoder, word-level text encoder, "
+                    "(2+1)D conv denoiser) on a world folder (its train.parquet) or any manifest. Writes CKPT/config.json "
+                    "and CKPT/model.safetensors; resumes from CKPT/train_state.pt after an interruption "
+                    "(run the same command again).")
+    p.add_argument("world", help="a world folder (made by `diffmem world make`) or a manifest (csv/jsonl/parquet/folder)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--kind", choices=("video", "image"), default=d.kind,
+                   help="video: text-to-video (default); image: the text-to-image twin")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"denoiser training steps (default {d.steps})")
+    p.add_argument("--latent-channels", type=int, default=d.latent_channels,
+                   help=f"autoencoder latent channels per 4x4 patch, at most 48 (default {d.latent_channels})")
+    p.add_argument("--batch-size", type=int, default=d.batch, help=f"denoiser batch (default {d.batch})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--channels", default=",".join(map(str, d.channels)),
+                   help=f"denoiser widths at the two resolutions (default {','.join(map(str, d.channels))})")
+    p.add_argument("--size", type=int, default=d.size, help=f"frame side in pixels (default {d.size})")
+    p.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; a log line every 100 steps instead")
+    p.set_defaults(func=run, _parser=p)
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from ..device import resolve_device
+    from ..errors import DiffmemError
+    from ..models.train import TrainConfig, train_tiny
+
+    try:
+        channels = tuple(int(c) for c in args.channels.split(","))
+    except ValueError:
+        raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}") from None
+    if len(channels) != 2:
+        raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}")
+    if args.size % 4:
+        raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
+                      lr=args.lr, channels=channels, size=args.size, frames=args.frames)
+    command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    summary = train_tiny(args.world, args.out, cfg, device=resolve_device(args.device),
+                         progress=not args.quiet and sys.stderr.isatty(),
+                         log=lambda m: print(m, file=sys.stderr), command=command)
+    print(json.dumps({k: summary[k] for k in ("n_training_clips", "final_loss", "seconds", "parameters") if k in summary}))
+    return 0

@@ -1,0 +1,157 @@
+"""The denoiser adapter: the one interface every model (built-in or diffusers) is used through.
+
+Detection, AMG, the sampler and `diffmem generate` only ever talk to a `DenoiserAdapter`. An adapter
+wraps one text-conditional diffusion model and answers five questions:
+
+- `encode_prompt(prompts)`: text -> embeddings, a tensor whose first dimension is the batch
+  (e.g. (B, 77, 768) for Stable Diffusion). The empty prompt `""` is the unconditional embedding.
+- `predict_noise(latents, t, embeddings)`: the model's epsilon prediction for a batch of latents at
+  timestep `t` (always epsilon: v-prediction models are converted, so DESIGN.md's formulas hold).
+- `decode(latents)`: latents -> frames, float in [0, 1], shape (B, F, H, W, 3), differentiable
+  (AMG's dissimilarity gradient flows through it). Images come back as one-frame videos (F = 1).
+- `alphas_cumprod`: alpha-bar per training timestep (a 1-D float tensor of length T).
+- `make_scheduler(name)`: a fresh diffusers scheduler ("ddim", "ddpm", or "default" = the model's own).
+
+Tensor layouts (the diffusers ones, so the adapters do not copy anything):
+
+- video latents: (B, C, F, h, w) -- frames on axis 2 (`frame_axis == 2`);
+- image latents: (B, C, h, w) (`frame_axis is None`).
+
+`space` says whether the denoiser works on VAE latents ("latent") or pixels ("pixel").
+"""
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+import numpy as np
+import torch
+
+KINDS = ("video", "image")
+SPACES = ("latent", "pixel")
+SCHEDULERS = ("ddim", "ddpm", "default")
+
+
+class DenoiserAdapter(abc.ABC):
+    """One text-conditional denoiser, seen the same way whatever its family.
+
+    Subclasses set `kind`, `space`, `name`, and implement the abstract methods. Everything is on
+    `self.device` in `self.dtype`; inputs are moved there by the caller (the sampler does it).
+    """
+
+    #: "video" or "image"
+    kind: str = "video"
+    #: "latent" (denoiser runs on VAE latents) or "pixel"
+    space: str = "latent"
+    #: a short human-readable name stored in results (e.g. "builtin:tiny-t2v" or a folder path)
+    name: str = ""
+
+    # ---- what every adapter implements -------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @abc.abstractmethod
+    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Embeddings for `prompts` (batch first). `""` gives the unconditional embedding."""
+
+    @abc.abstractmethod
+    def predict_noise(self, latents: torch.Tensor, t: int | torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """Epsilon prediction, same shape as `latents`.
+
+        `t` is a training timestep (int, 0-d tensor, or one per batch row). `embeddings` has the same
+        batch size as `latents` (or 1, broadcast). `latents` are the scheduler-scaled model input
+        (identity for DDIM/DDPM).
+        """
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Frames (B, F, H, W, 3) float in [0, 1], differentiable w.r.t. `latents`."""
+
+    @abc.abstractmethod
+    def latent_shape(self, num_frames: int | None = None, height: int | None = None,
+                     width: int | None = None) -> tuple[int, ...]:
+        """Shape of ONE sample's latents (no batch dim) for the given output size (None = model default)."""
+
+    @abc.abstractmethod
+    def scheduler_config(self) -> dict:
+        """The training noise schedule as a diffusers scheduler config (num_train_timesteps, betas...)."""
+
+    # ---- derived, shared by all adapters -------------------------------------------------------
+    @property
+    def frame_axis(self) -> int | None:
+        """Axis of the frames in a batch of latents: 2 for video (B, C, F, h, w), None for images."""
+        return 2 if self.kind == "video" else None
+
+    @property
+    def default_scheduler(self) -> str:
+        """Scheduler class used for name="default" (diffusers class name)."""
+        return "DDIMScheduler"
+
+    def make_scheduler(self, name: str = "ddim"):
+        """A fresh diffusers scheduler over this model's training noise schedule.
+
+        "ddim" -> DDIMScheduler, "ddpm" -> DDPMScheduler, "default" -> the model's own class
+        (for a diffusers pipeline: the scheduler it was saved with). Always epsilon-prediction,
+        because `predict_noise` always returns epsilon.
+        """
+        import diffusers
+
+        if name not in SCHEDULERS:
+            from ..errors import DiffmemError
+
+            raise DiffmemError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        cls_name = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}.get(name, self.default_scheduler)
+        cls = getattr(diffusers, cls_name)
+        config = dict(self.scheduler_config())
+        config["prediction_type"] = "epsilon"
+        return cls.from_config(config)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha-bar per training timestep, float64 on the CPU (length num_train_timesteps)."""
+        cached = getattr(self, "_alphas_cumprod_cache", None)
+        if cached is None:
+            import diffusers
+
+            cached = diffusers.DDPMScheduler.from_config(self.scheduler_config()).alphas_cumprod.double()
+            self._alphas_cumprod_cache = cached
+        return cached
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_bar(self, t: int | torch.Tensor) -> float:
+        """alpha-bar at one timestep, as a float."""
+        return float(self.alphas_cumprod[int(t)])
+
+    def describe(self) -> dict:
+        """What a result must store to say which model made it."""
+        return {"name": self.name, "kind": self.kind, "space": self.space, "class": type(self).__name__,
+                "latent_shape": list(self.latent_shape()), "num_train_timesteps": self.num_train_timesteps}
+
+
+def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (DESIGN.md, AMG section)."""
+    a = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)
+    return (x_t - torch.sqrt(1 - a) * eps) / torch.sqrt(a)
+
+
+def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (any shape ending in 3) -> uint8 numpy, rounded and clipped."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().float().cpu().numpy()
+    return np.clip(np.rint(np.asarray(frames, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def timestep_tensor(t: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """`t` as a (batch,) long tensor on `device` (helper for adapters whose networks want one per row)."""
+    t = torch.as_tensor(t, device=device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    return t.to(device=device, dtype=torch.long)

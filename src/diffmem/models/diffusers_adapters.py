@@ -1,0 +1,173 @@
+"""Adapters for diffusers pipelines loaded from a local folder (no hub access).
+
+Supported (`SUPPORTED`): StableDiffusionPipeline (images), TextToVideoSDPipeline (ModelScope-style video)
+and AnimateDiffPipeline (video). All three share the Stable Diffusion recipe -- a CLIP text encoder,
+an AutoencoderKL and an epsilon- (or v-) predicting UNet called as `unet(x, t, encoder_hidden_states=e)` --
+so one class serves them; `kind` says whether the UNet sees (B, C, h, w) images or (B, C, F, h, w) videos.
+
+What the adapter computes is exactly what the pipeline computes inside its `__call__` (same text
+embeddings from the pipeline's own `encode_prompt`, same UNet call, same latent scaling), which the
+tests check on tiny random components. Not carried over: IP-adapters, LoRA scales, FreeInit/FreeNoise,
+guidance rescale, the SD safety checker (not loaded: diffmem looks at raw samples).
+
+CogVideoX is not adapted: its transformer takes (B, F, C, h, w) latents, rotary embeddings computed by
+the pipeline and a T5 tokenizer that cannot be built offline for tests; an honest adapter would need its
+own test story. (Say so rather than ship an untested one.)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import BadInputError, DiffmemError
+from .adapter import DenoiserAdapter
+
+#: pipeline class name -> kind of its samples
+SUPPORTED = {
+    "StableDiffusionPipeline": "image",
+    "TextToVideoSDPipeline": "video",
+    "AnimateDiffPipeline": "video",
+}
+
+#: default number of frames when none is asked for (the pipelines' own defaults)
+_DEFAULT_FRAMES = {"TextToVideoSDPipeline": 16, "AnimateDiffPipeline": 16}
+
+
+class DiffusersAdapter(DenoiserAdapter):
+    """A Stable-Diffusion-family pipeline (image or video) seen as a `DenoiserAdapter`.
+
+    Build it from a pipeline object (`DiffusersAdapter(pipe)`) or a local folder
+    (`load_diffusers(path)`).
+    """
+
+    space = "latent"
+
+    def __init__(self, pipe, name: str = ""):
+        cls = type(pipe).__name__
+        if cls not in SUPPORTED:
+            raise DiffmemError(f"{cls} is not supported; supported pipelines: {', '.join(SUPPORTED)}")
+        self.pipe = pipe
+        self.pipeline_class = cls
+        self.kind = SUPPORTED[cls]
+        self.name = name or cls
+        self.unet = pipe.unet
+        self.vae = pipe.vae
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self._per_frame_text = type(self.unet).__name__ == "UNetMotionModel"
+        self._prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+        if self._prediction_type not in ("epsilon", "v_prediction"):
+            raise DiffmemError(f"{self.name}: prediction type {self._prediction_type!r} is not supported")
+
+    # ---- interface ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def default_scheduler(self) -> str:
+        return type(self.pipe.scheduler).__name__
+
+    def scheduler_config(self) -> dict:
+        return dict(self.pipe.scheduler.config)
+
+    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
+        # The pipeline's own text path (tokenise to model_max_length, CLIP last hidden state), so that
+        # "" gives exactly the unconditional embedding the pipeline uses for guidance.
+        emb, _ = self.pipe.encode_prompt(list(prompts), self.device, 1, False)
+        return emb
+
+    def predict_noise(self, latents: torch.Tensor, t: int | torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        if embeddings.shape[0] == 1 and latents.shape[0] > 1:
+            embeddings = embeddings.expand(latents.shape[0], *embeddings.shape[1:])
+        if self._per_frame_text:
+            # UNetMotionModel runs its 2-D layers on (B*F) frames and wants one text embedding per frame,
+            # which AnimateDiffPipeline makes with repeat_interleave over frames.
+            embeddings = embeddings.repeat_interleave(latents.shape[2], dim=0)
+        out = self.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        if self._prediction_type == "v_prediction":
+            # eps = sqrt(abar) v + sqrt(1 - abar) x_t  (Salimans & Ho 2022); so DESIGN.md's formulas hold
+            a = self.alphas_cumprod.to(latents.device)[torch.as_tensor(t, device=latents.device).long()]
+            a = a.to(latents.dtype).reshape(-1, *([1] * (latents.ndim - 1)))
+            out = a.sqrt() * out + (1 - a).sqrt() * latents
+        return out
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents / self.vae.config.scaling_factor
+        if self.kind == "video":
+            b, c, f, h, w = z.shape
+            z = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        else:
+            b, f = z.shape[0], 1
+        img = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()
+        img = (img / 2 + 0.5).clamp(0, 1)  # the pipelines' postprocessing of [-1, 1] output
+        img = img.reshape(b, f, *img.shape[1:])
+        return img.permute(0, 1, 3, 4, 2)
+
+    def latent_shape(self, num_frames: int | None = None, height: int | None = None,
+                     width: int | None = None) -> tuple[int, ...]:
+        default = int(self.unet.config.sample_size) * self.vae_scale_factor
+        h = (height or default) // self.vae_scale_factor
+        w = (width or default) // self.vae_scale_factor
+        c = int(self.unet.config.in_channels)
+        if self.kind == "video":
+            return (c, int(num_frames or _DEFAULT_FRAMES[self.pipeline_class]), h, w)
+        return (c, h, w)
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
+def pipeline_class_of(path: str | Path) -> str | None:
+    """The `_class_name` in a pipeline folder's model_index.json, or None if it is not a pipeline folder."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError) as e:
+        raise BadInputError(index, f"unreadable model_index.json ({e})") from e
+
+
+def load_diffusers(path: str | Path, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> DiffusersAdapter:
+    """Load a saved pipeline folder (as written by `save_pretrained`) onto `device`, offline."""
+    import diffusers
+
+    path = Path(path)
+    cls_name = pipeline_class_of(path)
+    if cls_name is None:
+        raise BadInputError(path, "not a diffusers pipeline folder (no model_index.json)")
+    if cls_name not in SUPPORTED:
+        raise BadInputError(path, f"pipeline class {cls_name} is not supported (supported: {', '.join(SUPPORTED)})")
+    import warnings
+
+    kwargs = {"local_files_only": True, "torch_dtype": dtype}
+    if cls_name == "StableDiffusionPipeline":
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    with _quiet_diffusers(), warnings.catch_warnings():
+        # newer diffusers call it `dtype` and warn about `torch_dtype`; older ones only know `torch_dtype`
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            pipe = getattr(diffusers, cls_name).from_pretrained(str(path), **kwargs)
+        except (OSError, ValueError, KeyError) as e:
+            raise BadInputError(path, f"cannot load {cls_name}: {e}") from e
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return DiffusersAdapter(pipe, name=str(path))

@@ -1,0 +1,60 @@
+"""Short names for models: `load_adapter(spec)` turns a string into a `DenoiserAdapter`.
+
+Accepted specs:
+
+- `builtin:tiny-t2v`, `builtin:tiny-t2i`: the tiny models committed with diffmem
+  (`diffmem/models/checkpoints/<name>.json` + `<name>.safetensors`), whose weights are checked
+  against the sha256 recorded here;
+- a folder written by `diffmem train` (config.json + model.safetensors);
+- a diffusers pipeline folder (model_index.json) of a supported class, loaded offline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..device import resolve_device
+from ..errors import BadInputError
+from .adapter import DenoiserAdapter
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+#: short name -> sha256 of CHECKPOINTS/<name>.safetensors (its config is CHECKPOINTS/<name>.json; stored
+#: flat so that the package-data pattern ships them). How they were trained: CHECKPOINTS/README.md.
+BUILTIN = {
+    "tiny-t2v": "255cb7422caf91ef562a2fea474e00a86341ef5e05f4cd581d45460743555caf",
+    "tiny-t2i": "562b349a1cd6bdbb69b35b0adbf6af726f411486f1070b4408110904fe81521f",
+}
+
+
+def builtin_names() -> list[str]:
+    return [f"builtin:{k}" for k in BUILTIN]
+
+
+def load_adapter(spec: str | Path, device: str | torch.device | None = "cpu") -> DenoiserAdapter:
+    """A `DenoiserAdapter` for a short name, a tiny-model folder or a diffusers pipeline folder."""
+    from .diffusers_adapters import load_diffusers, pipeline_class_of
+    from .tiny import FORMAT, TinyAdapter, load_tiny, load_tiny_files
+
+    dev = resolve_device(device if device is not None else "cpu")
+    spec = str(spec)
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name not in BUILTIN:
+            raise BadInputError(spec, f"unknown built-in model; choose one of {', '.join(builtin_names())}")
+        weights = CHECKPOINTS / f"{name}.safetensors"
+        if not weights.is_file():
+            raise BadInputError(weights, f"the weights of {spec} are not installed")
+        return TinyAdapter(load_tiny_files(CHECKPOINTS / f"{name}.json", weights, dev, sha256=BUILTIN[name]), name=spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise BadInputError(path, "no such model: give builtin:NAME, a `diffmem train` folder or a diffusers pipeline folder")
+    if not path.is_dir():
+        raise BadInputError(path, "a model is a folder (a `diffmem train` checkpoint or a diffusers pipeline)")
+    if pipeline_class_of(path) is not None:
+        return load_diffusers(path, dev)
+    cfg = path / "config.json"
+    if cfg.is_file() and FORMAT in cfg.read_text(encoding="utf-8", errors="replace"):
+        return TinyAdapter(load_tiny(path, dev), name=str(path))
+    raise BadInputError(path, "not a model folder (no model_index.json, no diffmem tiny-model config.json)")

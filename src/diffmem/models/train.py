@@ -1,0 +1,329 @@
+"""Train a built-in tiny model (`tiny.TinyModel`) on a captioned set -- normally the synthetic world.
+
+Two stages, one command (`diffmem train WORLD --out CKPT`):
+
+1. the frame autoencoder: principal components of the 4x4 patches of every training frame (closed
+   form, seconds); its latents are then scaled to unit variance (`latent_scale`);
+2. the text encoder and latent denoiser together, v-prediction MSE at uniform timesteps, with
+   10 % of captions replaced by the empty prompt so classifier-free guidance works, AdamW with a
+   cosine learning-rate decay and an exponential moving average (EMA) of the weights, which is what
+   is saved.
+
+Items are drawn uniformly over *files*, so a clip copied 24 times is seen 24 times as often: that is
+how duplication causes memorization, and why the model memorizes the world's duplicated clips.
+Videos are read as `frames` frames over their duration (the world's 16 frames at 8 fps -> 8 at 4 fps),
+images as static clips (the video model) or single frames (the image twin, which also sees the
+first frame of every video under that video's caption).
+
+Resumable: a training state (`train_state.pt`: stage, step, weights, optimiser, RNG) is written
+atomically every `save_every` steps and on Ctrl-C; running the same command again continues from it.
+When training ends the folder holds `config.json` + `model.safetensors` (float16 EMA weights) and the
+state file is removed; running the command once more is then a no-op.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import BadInputError, DiffmemError, Skipped
+from .tiny import TinyConfig, TinyModel, build_vocab, save_tiny
+
+STATE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that changes the trained weights (stored with the checkpoint)."""
+
+    kind: str = "video"
+    seed: int = 0
+    size: int = 32
+    frames: int = 8
+    channels: tuple = (48, 96)
+    blocks: int = 2
+    text_dim: int = 64
+    latent_channels: int = 16
+    steps: int = 2500
+    batch: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    prediction: str = "v_prediction"   # or "epsilon"
+    cond_dropout: float = 0.1
+    ema: float = 0.999
+    save_every: int = 100
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+@dataclass
+class TrainData:
+    """Decoded training clips: uint8 (N, F, S, S, 3), their captions and ids."""
+
+    frames: np.ndarray
+    captions: list[str]
+    ids: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _manifest_source(world: Path) -> Path:
+    world = Path(world)
+    if world.is_dir() and (world / "train.parquet").is_file():
+        return world / "train.parquet"
+    return world
+
+
+def load_training_data(world: str | Path, cfg: TrainConfig, progress: bool = True) -> TrainData:
+    """Read every item of a world folder (its train.parquet) or any manifest, at the model's size.
+
+    Unreadable items are skipped and reported, the rest is used.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data.manifest import load_manifest
+    from ..io.video import read_frames
+
+    manifest = load_manifest(_manifest_source(Path(world)))
+    skipped = list(manifest.skipped)
+    frames, captions, ids = [], [], []
+    for item in tqdm(manifest.items, desc="reading training items", disable=not progress, leave=False):
+        try:
+            if item.kind == "image":
+                arr = read_frames(item.path, size=(cfg.size, cfg.size)).array[:1]
+                clips = [np.repeat(arr, cfg.frames, axis=0)]
+            else:
+                arr = read_frames(item.path, num_frames=cfg.frames, size=(cfg.size, cfg.size)).array
+                if len(arr) < cfg.frames:  # very short clip: hold its last frame
+                    arr = np.concatenate([arr, np.repeat(arr[-1:], cfg.frames - len(arr), 0)])
+                clips = [arr]
+        except BadInputError as e:
+            skipped.append(Skipped(item.id, str(item.path), e.reason))
+            continue
+        if cfg.kind == "image":
+            clips = [c[:1] for c in clips]
+        for c in clips:
+            frames.append(c)
+            captions.append(item.caption)
+            ids.append(item.id)
+    if not frames:
+        raise BadInputError(world, "no usable training items")
+    return TrainData(np.stack(frames), captions, ids, skipped)
+
+
+def _to_float(frames_u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames_u8).float() / 255.0
+
+
+def _lr_at(step: int, total: int, lr: float, min_lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _world_info(world: Path) -> dict:
+    """Seed and size of a diffmem world (from its marker), else just the path."""
+    import json
+
+    from .tiny import file_sha256
+
+    marker = Path(world) / ".diffmem-world.json"
+    info = {"path": str(world)}
+    src = _manifest_source(Path(world))
+    if src.is_file():
+        info["manifest_sha256"] = file_sha256(src)
+    if marker.is_file():
+        try:
+            info.update({k: v for k, v in json.loads(marker.read_text()).items() if k in ("seed", "size", "format")})
+        except ValueError:
+            pass
+    return info
+
+
+def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(), *,
+               device: str | torch.device = "cpu", progress: bool = True, log=print,
+               command: str | None = None) -> dict:
+    """Train (or resume training) a tiny model on `world`; write the checkpoint folder `out`.
+
+    Returns a summary dict (also stored in out/config.json under "training").
+    """
+    from tqdm.auto import tqdm
+
+    from ..io.results import environment, read_json
+
+    world, out = Path(world), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file() and not state_path.exists():
+        meta = read_json(out / "config.json")
+        done = meta.get("training", {})
+        if done.get("config") == cfg.as_dict():
+            log(f"{out}: already trained with these settings; nothing to do")
+            return done
+        raise DiffmemError(f"{out} already holds a trained model with other settings; choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    data = load_training_data(world, cfg, progress)
+    for s in data.skipped:
+        log(f"skipped {s.id} ({s.path}): {s.reason}")
+    vocab = build_vocab(data.captions)
+    tcfg = TinyConfig(kind=cfg.kind, size=cfg.size, frames=cfg.frames if cfg.kind == "video" else 1,
+                      channels=tuple(cfg.channels), blocks=cfg.blocks, text_dim=cfg.text_dim, vocab=vocab,
+                      latent_channels=cfg.latent_channels, prediction_type=cfg.prediction)
+    model = TinyModel(tcfg).to(device)
+    ema = None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    stage, step, elapsed = "autoencoder", 0, {"autoencoder": 0.0, "denoiser": 0.0}
+    den_params = list(model.denoiser.parameters()) + list(model.text.parameters())
+    opt = torch.optim.AdamW(den_params, lr=cfg.lr, weight_decay=0.0)
+
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st["train_config"] != cfg.as_dict() or st["vocab"] != vocab:
+            raise DiffmemError(f"{state_path} was written by a run with other settings or data; "
+                               "use the same command, or another --out")
+        model.load_state_dict(st["model"])
+        model.cfg.latent_scale = float(st["latent_scale"])
+        opt.load_state_dict(st["opt"])
+        if st.get("ema") is not None:
+            ema = copy.deepcopy(model)
+            ema.load_state_dict(st["ema"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        stage, step, elapsed = st["stage"], int(st["step"]), st["elapsed"]
+        log(f"resuming {out} at stage {stage}, step {step}")
+
+    gen_mark = gen.get_state()  # the generator at the start of the current step (what a resume must replay)
+
+    def save_state():
+        _atomic_torch_save({
+            "train_config": cfg.as_dict(), "vocab": vocab, "model": model.state_dict(),
+            "latent_scale": model.cfg.latent_scale, "opt": opt.state_dict(),
+            "ema": None if ema is None else ema.state_dict(), "gen": gen_mark,
+            "torch_rng": torch.get_rng_state(), "stage": stage, "step": step, "elapsed": elapsed}, state_path)
+
+    clips = data.frames
+    n = len(clips)
+    try:
+        # ---- stage 1: frame autoencoder (closed-form PCA of the training patches) ------------
+        if stage == "autoencoder":
+            t0 = time.time()
+            flat = clips.reshape(-1, cfg.size, cfg.size, 3)
+            x = _to_float(flat).permute(0, 3, 1, 2) * 2 - 1
+            model.autoencoder.fit(x)
+            with torch.no_grad():
+                zs = model.autoencoder.encode(x)
+                rec = ((model.autoencoder.decode(zs) + 1) / 2).clamp(0, 1)
+            ae_rms = float((rec - (x + 1) / 2).pow(2).mean().sqrt())
+            model.cfg.latent_scale = float(1.0 / zs.std())
+            del x, zs, rec
+            stage, step = "denoiser", 0
+            gen_mark = gen.get_state()
+            ema = copy.deepcopy(model)
+            elapsed["autoencoder"] += time.time() - t0
+            elapsed["autoencoder_rms"] = ae_rms
+            save_state()
+            log(f"autoencoder fitted: reconstruction RMS {ae_rms:.4f}, latent scale {model.cfg.latent_scale:.4f}")
+
+        # ---- stage 2: text encoder + denoiser --------------------------------------------------
+        model.autoencoder.eval()
+        with torch.no_grad():
+            latents = torch.cat([model.encode_frames(_to_float(clips[i:i + 64]).to(device)) for i in range(0, n, 64)])
+        if ema is None:
+            ema = copy.deepcopy(model)
+        ids = model.text.token_ids(data.captions).to(device)
+        null_ids = model.text.token_ids([""]).to(device)
+        sched_cfg = model.cfg.scheduler_config()
+        import diffusers
+
+        abar = diffusers.DDPMScheduler.from_config(sched_cfg).alphas_cumprod.float().to(device)
+        model.denoiser.train()
+        model.text.train()
+        bar = tqdm(total=cfg.steps, initial=step, desc="denoiser", disable=not progress)
+        last = float("nan")
+        while step < cfg.steps:
+            t0 = time.time()
+            gen_mark = gen.get_state()
+            idx = torch.randint(0, n, (cfg.batch,), generator=gen)
+            z0 = latents[idx]
+            noise = torch.randn(z0.shape, generator=gen).to(device)
+            t = torch.randint(0, cfg_num_t(sched_cfg), (cfg.batch,), generator=gen).to(device)
+            a = abar[t].view(-1, 1, 1, 1, 1)
+            zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            tok = ids[idx]
+            drop = torch.rand(cfg.batch, generator=gen).to(device) < cfg.cond_dropout
+            tok = torch.where(drop[:, None], null_ids.expand_as(tok), tok)
+            pred = model.denoiser(zt, t, model.text(tok))
+            target = a.sqrt() * noise - (1 - a).sqrt() * z0 if model.cfg.prediction_type == "v_prediction" else noise
+            loss = F.mse_loss(pred, target)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(den_params, 1.0)
+            opt.step()
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pm in zip(list(ema.denoiser.parameters()) + list(ema.text.parameters()), den_params):
+                    pe.lerp_(pm, 1 - decay)
+            step += 1
+            last = 0.98 * last + 0.02 * loss.item() if math.isfinite(last) else loss.item()
+            elapsed["denoiser"] += time.time() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{last:.4f}")
+            if step % cfg.save_every == 0:
+                gen_mark = gen.get_state()
+                save_state()
+                if not progress:
+                    log(f"step {step}/{cfg.steps} loss {last:.4f} ({elapsed['denoiser']:.0f} s)")
+        bar.close()
+    except KeyboardInterrupt:
+        save_state()
+        raise
+
+    ema.autoencoder.load_state_dict(model.autoencoder.state_dict())
+    ema.cfg.latent_scale = model.cfg.latent_scale
+    summary = {
+        "config": cfg.as_dict(), "world": _world_info(world), "n_training_clips": n,
+        # the decoded clips the model saw: tells apart two worlds with the same metadata but other pixels
+        "data_sha256": hashlib.sha256(np.ascontiguousarray(clips).tobytes()).hexdigest(),
+        "n_skipped": len(data.skipped), "vocab_size": len(vocab), "final_loss": last,
+        "seconds": {k: round(v, 1) for k, v in elapsed.items() if k in ("autoencoder", "denoiser")},
+        "autoencoder_rms": elapsed.get("autoencoder_rms"),
+        "parameters": ema.num_parameters(), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "command": command, "environment": environment(),
+    }
+    save_tiny(ema, out, extra={"training": summary})
+    state_path.unlink(missing_ok=True)
+    log(f"saved {out}: {n} clips, loss {last:.4f}, "
+        f"{summary['seconds']['autoencoder']:.0f} s autoencoder + {summary['seconds']['denoiser']:.0f} s denoiser")
+    return summary
+
+
+def cfg_num_t(sched_cfg: dict) -> int:
+    return int(sched_cfg["num_train_timesteps"])

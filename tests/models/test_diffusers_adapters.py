@@ -1,0 +1,115 @@
+"""The adapter's guided noise, latents and frames equal what each diffusers pipeline computes itself.
+
+Reference = the pipeline's own `__call__` on the same latents, prompts, guidance scale and steps; we spy
+on what it hands to `scheduler.step` (its guided noise) without changing it.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from diffmem.errors import BadInputError
+from diffmem.models import load_adapter
+from diffmem.models.diffusers_adapters import SUPPORTED, DiffusersAdapter, load_diffusers, pipeline_class_of
+from diffmem.models.sampler import SamplerConfig, sample
+
+PROMPTS = ["a red cat", "dog on a mat"]
+GUIDANCE = 5.0
+ATOL = 1e-6  # float32 rounding; measured: SD exactly 0, the video pipelines ~1e-7
+
+
+def _spy_scheduler(pipe):
+    recorded = []
+    original = pipe.scheduler.step
+
+    @functools.wraps(original)
+    def step(model_output, timestep, sample, *args, **kwargs):
+        recorded.append((int(timestep), model_output.detach().clone()))
+        return original(model_output, timestep, sample, *args, **kwargs)
+
+    pipe.scheduler.step = step
+    return recorded
+
+
+def _to_our_layout(cls_name, eps, batch):
+    # TextToVideoSDPipeline steps the scheduler on (B*F, C, h, w); bring it back to (B, C, F, h, w).
+    if cls_name == "TextToVideoSDPipeline":
+        bf, c, h, w = eps.shape
+        return eps.reshape(batch, bf // batch, c, h, w).permute(0, 2, 1, 3, 4)
+    return eps
+
+
+def _pipeline_call(pipe, cls_name, latents, output_type, steps=2):
+    kw = {"num_frames": 4} if SUPPORTED[cls_name] == "video" else {}
+    out = pipe(PROMPTS, num_inference_steps=steps, guidance_scale=GUIDANCE, latents=latents.clone(),
+               height=16, width=16, output_type=output_type, **kw)
+    return out.images if cls_name == "StableDiffusionPipeline" else out.frames
+
+
+@pytest.mark.parametrize("cls_name", sorted(SUPPORTED))
+def test_adapter_matches_pipeline(cls_name, tiny_pipeline_factory):
+    pipe, folder = tiny_pipeline_factory(cls_name)
+    assert pipeline_class_of(folder) == cls_name
+    adapter = load_diffusers(folder)  # loaded back from disk: the reference pipeline is the in-memory one
+    assert adapter.kind == SUPPORTED[cls_name]
+    config = SamplerConfig(num_steps=2, guidance_scale=GUIDANCE, scheduler="default", num_frames=4, height=16, width=16)
+    shape = adapter.latent_shape(4, 16, 16)
+    assert shape == ((4, 4, 8, 8) if adapter.kind == "video" else (4, 8, 8))
+    latents = torch.randn((len(PROMPTS),) + shape, generator=torch.Generator().manual_seed(3))
+
+    ours = []
+
+    def hook(state):
+        ours.append((state.t, state.eps_guided.clone(), state.eps_cond.clone(), state.eps_uncond.clone()))
+
+    out = sample(adapter, PROMPTS, [0, 1], config, latents=latents, hooks=[hook], decode=True, progress=False)
+
+    recorded = _spy_scheduler(pipe)
+    ref_latents = _pipeline_call(pipe, cls_name, latents, "latent")
+    assert [t for t, _ in recorded] == [t for t, *_ in ours]
+    for (t, ref_eps), (_, eps_g, eps_c, eps_u) in zip(recorded, ours):
+        ref_eps = _to_our_layout(cls_name, ref_eps, len(PROMPTS))
+        torch.testing.assert_close(eps_g, ref_eps, atol=ATOL, rtol=0)
+        # and the guidance really mixes two different predictions
+        assert (eps_c - eps_u).abs().max() > 1e-4
+    torch.testing.assert_close(out.latents, ref_latents.float(), atol=ATOL, rtol=0)
+
+    ref_frames = np.asarray(_pipeline_call(pipe, cls_name, latents, "np"))
+    if adapter.kind == "image":
+        ref_frames = ref_frames[:, None]  # images are one-frame videos
+    assert out.frames.shape == ref_frames.shape
+    np.testing.assert_allclose(out.frames.numpy(), ref_frames, atol=ATOL)
+
+
+def test_empty_prompt_is_the_pipelines_unconditional_embedding(tiny_pipeline_factory):
+    pipe, folder = tiny_pipeline_factory("StableDiffusionPipeline")
+    adapter = load_adapter(str(folder))  # the registry recognises a pipeline folder
+    assert isinstance(adapter, DiffusersAdapter) and adapter.kind == "image"
+    _, negative = pipe.encode_prompt(["a cat"], torch.device("cpu"), 1, True)
+    torch.testing.assert_close(adapter.encode_prompt([""]), negative, atol=1e-6, rtol=0)
+
+
+def test_v_prediction_model_gives_epsilon(tiny_pipeline_factory):
+    """With a v-predicting scheduler the adapter returns epsilon; stepping DDIM on it equals the pipeline."""
+    from diffusers import DDIMScheduler
+
+    pipe, folder = tiny_pipeline_factory("StableDiffusionPipeline")
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    pipe.save_pretrained(str(folder))
+    adapter = load_diffusers(folder)
+    latents = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(5))
+    config = SamplerConfig(num_steps=2, guidance_scale=GUIDANCE, scheduler="default", height=16, width=16)
+    out = sample(adapter, PROMPTS, [0, 1], config, latents=latents, decode=False, progress=False)
+    ref = _pipeline_call(pipe, "StableDiffusionPipeline", latents, "latent")
+    torch.testing.assert_close(out.latents, ref.float(), atol=1e-4, rtol=0)
+
+
+def test_not_a_pipeline_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(BadInputError, match="model_index.json"):
+        load_diffusers(tmp_path)
+    (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    with pytest.raises(BadInputError, match="FluxPipeline is not supported"):
+        load_diffusers(tmp_path)

@@ -1,0 +1,134 @@
+"""The built-in tiny model: tokenizer, shapes, checkpoints (sha256, bad files), and the registry."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffmem.errors import BadInputError, DiffmemError
+from diffmem.models import load_adapter
+from diffmem.models.tiny import (NULL, UNK, TinyAdapter, TinyConfig, TinyModel, build_vocab, file_sha256, load_tiny,
+                                 save_tiny, words)
+
+CAPTIONS = ["a cat moves right across grass", "a picture of a face on stars"]
+
+
+def micro(kind="video"):
+    torch.manual_seed(0)
+    cfg = TinyConfig(kind=kind, size=16, frames=4 if kind == "video" else 1, channels=(8, 16), blocks=1, text_dim=16,
+                     latent_channels=4, vocab=build_vocab(CAPTIONS))
+    return TinyModel(cfg)
+
+
+def test_tokenizer():
+    enc = micro().text
+    assert words("A Cat, moves-RIGHT!") == ["a", "cat", "moves", "right"]
+    ids = enc.token_ids(["a cat", "", "a zebra", " ".join(["cat"] * 40)])
+    v = enc.vocab
+    assert [v[i] for i in ids[0, :2]] == ["a", "cat"] and ids[0, 2:].eq(0).all()
+    assert v[ids[1, 0]] == NULL and ids[1, 1:].eq(0).all()
+    assert v[ids[2, 1]] == UNK
+    assert ids.shape[1] == enc.max_tokens and ids[3].ne(0).all()
+
+
+def test_padding_does_not_change_the_embedding_of_real_tokens():
+    enc = micro().text.eval()
+    e = enc(enc.token_ids(["a cat"]))
+    assert e[0, 2:].abs().sum() == 0  # padding is zeroed
+    assert e[0, :2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_adapter_shapes(kind):
+    ad = TinyAdapter(micro(kind), "t")
+    shape = ad.latent_shape()
+    assert shape == ((4, 4, 4, 4) if kind == "video" else (4, 4, 4))
+    z = torch.randn(3, *shape)
+    emb = ad.encode_prompt(CAPTIONS + [""])
+    eps = ad.predict_noise(z, torch.tensor(10), emb)
+    assert eps.shape == z.shape
+    frames = ad.decode(z)
+    assert frames.shape == (3, 4 if kind == "video" else 1, 16, 16, 3)
+    assert 0 <= float(frames.min()) and float(frames.max()) <= 1
+    with pytest.raises(DiffmemError, match="16x16 only"):
+        ad.latent_shape(height=32)
+
+
+def test_conditioning_reaches_the_output():
+    m = micro()
+    for p in m.denoiser.parameters():  # the zero-initialised output layers would hide everything
+        torch.nn.init.normal_(p, std=0.1)
+    ad = TinyAdapter(m, "t")
+    z = torch.randn(1, *ad.latent_shape())
+    a = ad.predict_noise(z, 500, ad.encode_prompt(["a cat"]))
+    b = ad.predict_noise(z, 500, ad.encode_prompt(["a face"]))
+    c = ad.predict_noise(z, 100, ad.encode_prompt(["a cat"]))
+    assert (a - b).abs().max() > 1e-4 and (a - c).abs().max() > 1e-4
+
+
+def test_checkpoint_roundtrip_and_sha(tmp_path):
+    m = micro()
+    save_tiny(m, tmp_path / "ck", extra={"note": "x"})
+    meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert meta["note"] == "x" and meta["config"]["vocab"] == m.cfg.vocab
+    sha = file_sha256(tmp_path / "ck" / "model.safetensors")
+    back = load_tiny(tmp_path / "ck", sha256=sha)
+    for (k, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        torch.testing.assert_close(b, a.half().float(), msg=k)  # stored as float16
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        load_tiny(tmp_path / "ck", sha256="0" * 64)
+    ad = load_adapter(tmp_path / "ck")
+    assert isinstance(ad, TinyAdapter) and ad.kind == "video"
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(BadInputError, match="config.json"):
+        load_tiny(tmp_path)
+    save_tiny(micro(), tmp_path / "ck")
+    (tmp_path / "ck" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BadInputError, match="cannot load weights"):
+        load_tiny(tmp_path / "ck")
+    (tmp_path / "ck" / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(BadInputError, match="not a diffmem tiny-model"):
+        load_tiny(tmp_path / "ck")
+
+
+def test_registry_errors(tmp_path):
+    with pytest.raises(BadInputError, match="unknown built-in"):
+        load_adapter("builtin:nope")
+    with pytest.raises(BadInputError, match="no such model"):
+        load_adapter(tmp_path / "missing")
+    with pytest.raises(BadInputError, match="not a model folder"):
+        load_adapter(tmp_path)
+
+
+def test_v_prediction_is_returned_as_epsilon():
+    """If the network outputs the true v, predict_noise returns the true epsilon (v = sqrt(a) eps - sqrt(1-a) x0)."""
+    ad = TinyAdapter(micro(), "t")
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn((2, *ad.latent_shape()), generator=g), torch.randn((2, *ad.latent_shape()), generator=g)
+    t = torch.tensor([100, 900])
+    a = ad.alphas_cumprod.float()[t].view(-1, 1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    ad.model.denoiser.forward = lambda z, tt, text: a.sqrt() * eps - (1 - a).sqrt() * x0
+    torch.testing.assert_close(ad.predict_noise(x_t, t, ad.encode_prompt(["a", "b"])), eps, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,kind,shape", [("tiny-t2v", "video", (16, 8, 8, 8)), ("tiny-t2i", "image", (16, 8, 8))])
+def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape):
+    from diffmem.models.registry import BUILTIN, CHECKPOINTS
+
+    assert file_sha256(CHECKPOINTS / f"{name}.safetensors") == BUILTIN[name]
+    ad = load_adapter(f"builtin:{name}")
+    assert ad.kind == kind and ad.latent_shape() == shape and ad.name == f"builtin:{name}"
+    meta = json.loads((CHECKPOINTS / f"{name}.json").read_text())
+    assert meta["training"]["world"]["size"] == "small" and meta["training"]["config"]["seed"] == 0
+
+
+def test_builtin_sha_mismatch_is_refused(monkeypatch):
+    from diffmem.models import registry
+
+    monkeypatch.setitem(registry.BUILTIN, "tiny-t2v", "0" * 64)
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        load_adapter("builtin:tiny-t2v")

@@ -1,0 +1,81 @@
+"""Training the tiny model: a checkpoint comes out, an interrupted run resumes to the same weights."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diffmem.errors import DiffmemError
+from diffmem.models import load_adapter
+from diffmem.models.train import STATE, TrainConfig, load_training_data, train_tiny
+
+MICRO = TrainConfig(size=16, frames=4, channels=(8, 16), blocks=1, text_dim=16, latent_channels=8, steps=6, batch=4,
+                    save_every=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from diffmem.data.world import make_world
+
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, seed=0, size="tiny")
+    return out
+
+
+def test_training_data_reads_every_item(world):
+    import pandas as pd
+
+    d = load_training_data(world, MICRO, progress=False)
+    n = len(pd.read_parquet(world / "train.parquet"))
+    assert d.frames.shape == (n, 4, 16, 16, 3) and len(d.captions) == n and not d.skipped
+    img = [i for i, x in enumerate(d.ids) if x.startswith("img")]
+    assert img and all((d.frames[i] == d.frames[i][:1]).all() for i in img)  # images are static clips
+
+
+def test_train_then_resume_gives_the_same_weights(world, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    summary = train_tiny(world, straight, MICRO, progress=False, log=lambda m: None, command="test")
+    assert summary["world"]["size"] == "tiny" and summary["world"]["seed"] == 0
+    assert (straight / "model.safetensors").is_file() and not (straight / STATE).exists()
+    meta = json.loads((straight / "config.json").read_text())
+    assert meta["training"]["config"]["steps"] == 6 and meta["training"]["command"] == "test"
+
+    # interrupt the second run inside step 4 (0-based 3), as Ctrl-C would
+    calls = {"n": 0}
+    real = torch.nn.utils.clip_grad_norm_
+
+    def interrupt(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(world, resumed, MICRO, progress=False, log=lambda m: None)
+    assert (resumed / STATE).is_file() and not (resumed / "model.safetensors").exists()
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real)
+    logs = []
+    train_tiny(world, resumed, MICRO, progress=False, log=logs.append)
+    assert any("resuming" in m and "step 3" in m for m in logs)
+
+    a = load_adapter(straight).model.state_dict()
+    b = load_adapter(resumed).model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+    # finished: the same command is a no-op, other settings are refused
+    logs.clear()
+    train_tiny(world, straight, MICRO, progress=False, log=logs.append)
+    assert any("nothing to do" in m for m in logs)
+    with pytest.raises(DiffmemError, match="other settings"):
+        train_tiny(world, straight, TrainConfig(**{**MICRO.__dict__, "steps": 7}), progress=False, log=lambda m: None)
+
+
+def test_image_twin_trains(world, tmp_path):
+    cfg = TrainConfig(**{**MICRO.__dict__, "kind": "image", "steps": 2})
+    train_tiny(world, tmp_path / "img", cfg, progress=False, log=lambda m: None)
+    ad = load_adapter(tmp_path / "img")
+    assert ad.kind == "image" and ad.latent_shape() == (8, 4, 4)
