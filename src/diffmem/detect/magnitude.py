@@ -1,0 +1,245 @@
+"""Content and motion magnitude (DESIGN.md, "Inference-time detection").
+
+For a text-conditional denoiser at step t with latent x_t (video: F frames on `frame_axis`):
+
+    D   = eps(x_t, prompt) - eps(x_t, "")
+    M_c = RMS( mean over frames of D )          content magnitude
+    M_m = RMS( D - mean over frames of D )      motion magnitude
+    M   = RMS( D )                              total magnitude (the image models' one, Wen et al. 2024)
+
+The split is orthogonal, so M_c**2 + M_m**2 == M**2 for every sample. A prompt's score is the mean of
+the per-sample, per-step magnitudes over n seeds and the first s steps.
+
+Two ways to use them:
+
+- functional: `content_magnitude(eps_cond, eps_uncond)` etc. -> one value per batch row;
+- `MagnitudeDetector`: accumulates over seeds and steps (`update`/`compute`), and is a sampler hook,
+  so `iter_samples(..., hooks=[detector])` fills it and stops the batch after its s steps.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+import torch
+
+from ..errors import DiffmemError
+
+#: magnitudes reported for a video model / an image model
+VIDEO_MAGNITUDES = ("content", "motion", "total")
+IMAGE_MAGNITUDES = ("total",)
+
+
+def magnitude_names(frame_axis: int | None) -> tuple[str, ...]:
+    """Which magnitudes a model has: content/motion/total for video latents, total for images."""
+    return VIDEO_MAGNITUDES if frame_axis is not None else IMAGE_MAGNITUDES
+
+
+def text_difference(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
+    """D = eps(x_t, prompt) - eps(x_t, ""), in float32 (half-precision RMS would lose the small values)."""
+    if eps_cond.shape != eps_uncond.shape:
+        raise DiffmemError(f"eps_cond {tuple(eps_cond.shape)} and eps_uncond {tuple(eps_uncond.shape)} differ in shape")
+    return eps_cond.float() - eps_uncond.float()
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    # One value per batch row: root of the mean square over every other axis.
+    return x.flatten(1).pow(2).mean(dim=1).sqrt()
+
+
+def _check_frame_axis(d: torch.Tensor, frame_axis: int) -> int:
+    if d.ndim < 3:
+        raise DiffmemError(f"video magnitudes need batched latents with a frame axis, got shape {tuple(d.shape)}")
+    axis = frame_axis % d.ndim
+    if axis == 0:
+        raise DiffmemError("frame_axis cannot be the batch axis 0")
+    return axis
+
+
+def content_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, frame_axis: int = 2) -> torch.Tensor:
+    """M_c = RMS of the frame-mean of D, one value per batch row (shape (B,))."""
+    d = text_difference(eps_cond, eps_uncond)
+    return _rms(d.mean(dim=_check_frame_axis(d, frame_axis)))
+
+
+def motion_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, frame_axis: int = 2) -> torch.Tensor:
+    """M_m = RMS of D minus its frame-mean, one value per batch row (shape (B,))."""
+    d = text_difference(eps_cond, eps_uncond)
+    axis = _check_frame_axis(d, frame_axis)
+    return _rms(d - d.mean(dim=axis, keepdim=True))
+
+
+def total_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
+    """M = RMS(D), one value per batch row: the image models' magnitude (Wen et al., ICLR 2024)."""
+    return _rms(text_difference(eps_cond, eps_uncond))
+
+
+def magnitudes(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, frame_axis: int | None = 2) -> dict[str, torch.Tensor]:
+    """Every magnitude the model has, each (B,): content/motion/total for video, total for images."""
+    d = text_difference(eps_cond, eps_uncond)
+    out = {}
+    if frame_axis is not None:
+        axis = _check_frame_axis(d, frame_axis)
+        mean = d.mean(dim=axis, keepdim=True)
+        out["content"] = _rms(mean.squeeze(axis))
+        out["motion"] = _rms(d - mean)
+    out["total"] = _rms(d)
+    return out
+
+
+def _resolve_axis(frame_axis, eps: torch.Tensor) -> int | None:
+    if frame_axis != "auto":
+        return frame_axis
+    # The adapters' convention: (B, C, F, h, w) video, (B, C, h, w) image.
+    if eps.ndim == 5:
+        return 2
+    if eps.ndim == 4:
+        return None
+    raise DiffmemError(f"cannot tell video from image latents of shape {tuple(eps.shape)}; pass frame_axis")
+
+
+class MagnitudeDetector:
+    """Per-prompt magnitudes, averaged over seeds and the first `steps` denoising steps.
+
+    `update(eps_cond, eps_uncond, keys, step=...)` adds one batch (one row per sample, `keys[i]` the
+    prompt (or prompt id) of row i); `compute()` returns {key: {magnitude: mean}}. `records` keeps every
+    per-sample, per-step value so callers can re-aggregate over fewer seeds or steps.
+
+    As a sampler hook (`iter_samples(..., hooks=[detector])`) it reads eps_cond/eps_uncond at steps
+    0..steps-1 and, with `stop=True`, raises `StopSampling` after the last of them: no full generation.
+    `keys` (one per sampler input, indexed by `state.sample_indices`) names the samples; default: the
+    prompt text. `frame_axis="auto"` takes the adapter's (hook) or the latent rank (update).
+    """
+
+    def __init__(self, steps: int = 1, *, frame_axis: int | None | str = "auto", keys: Sequence[str] | None = None,
+                 stop: bool = True):
+        if steps < 1:
+            raise DiffmemError(f"steps must be >= 1, got {steps}")
+        self.steps = int(steps)
+        self.frame_axis = frame_axis
+        self.keys = None if keys is None else list(keys)
+        self.stop = stop
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._counts: dict[str, int] = defaultdict(int)
+        self.records: list[dict] = []
+        self.names: tuple[str, ...] | None = None
+
+    def update(self, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, keys: Sequence[str], *, step: int = 0,
+               t: int | None = None, seeds: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """Add one batch; returns this batch's per-row magnitudes."""
+        return self._update(eps_cond, eps_uncond, keys, _resolve_axis(self.frame_axis, eps_cond), step, t, seeds)
+
+    def _update(self, eps_cond, eps_uncond, keys, axis, step, t, seeds) -> dict[str, torch.Tensor]:
+        if eps_uncond is None:
+            raise DiffmemError("magnitudes need the unconditional prediction eps(x_t, \"\") as well")
+        if len(keys) != eps_cond.shape[0]:
+            raise DiffmemError(f"{len(keys)} keys for a batch of {eps_cond.shape[0]}")
+        mags = magnitudes(eps_cond, eps_uncond, axis)
+        names = tuple(mags)
+        if self.names is None:
+            self.names = names
+        elif self.names != names:
+            raise DiffmemError(f"mixed video and image batches in one detector ({self.names} vs {names})")
+        values = {k: v.detach().cpu().double().tolist() for k, v in mags.items()}
+        for i, key in enumerate(keys):
+            for name in names:
+                self._sums[key][name] += values[name][i]
+            self._counts[key] += 1
+            rec = {"key": key, "step": int(step), "t": None if t is None else int(t),
+                   "seed": None if seeds is None else int(seeds[i])}
+            rec.update({name: values[name][i] for name in names})
+            self.records.append(rec)
+        return mags
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """{key: {magnitude: mean over every (seed, step) seen for that key}} (plus "count")."""
+        out = {}
+        for key, count in self._counts.items():
+            row = {name: self._sums[key][name] / count for name in self.names}
+            row["count"] = count
+            out[key] = row
+        return out
+
+    def __call__(self, state) -> None:
+        from ..models.sampler import StopSampling
+
+        if state.index < self.steps:
+            axis = state.adapter.frame_axis if self.frame_axis == "auto" else self.frame_axis
+            keys = state.prompts if self.keys is None else [self.keys[i] for i in state.sample_indices]
+            self._update(state.eps_cond, state.eps_uncond, keys, axis, state.index, state.t, state.seeds)
+        if self.stop and state.index + 1 >= self.steps:
+            raise StopSampling
+        return None
+
+
+def aggregate_records(records: Sequence[Mapping], *, seeds: int | None = None, steps: int | None = None,
+                      names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Re-aggregate `MagnitudeDetector.records` over the first `seeds` seeds (in seed order) and steps.
+
+    Lets one run at n seeds and s steps give the scores for every smaller n and s (the first n seeds
+    and first s steps are exactly what a smaller run would have computed).
+    """
+    by_key: dict[str, list[Mapping]] = defaultdict(list)
+    for r in records:
+        by_key[r["key"]].append(r)
+    out = {}
+    for key, recs in by_key.items():
+        if names is None:
+            names = [n for n in VIDEO_MAGNITUDES if n in recs[0]]
+        seed_order = sorted({r["seed"] for r in recs}, key=lambda s: (s is None, s))
+        keep_seeds = set(seed_order if seeds is None else seed_order[:seeds])
+        sel = [r for r in recs if r["seed"] in keep_seeds and (steps is None or r["step"] < steps)]
+        if not sel:
+            continue
+        row = {n: sum(r[n] for r in sel) / len(sel) for n in names}
+        row["count"] = len(sel)
+        out[key] = row
+    return out
+
+
+def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], config, *,
+                       batch_size: int = 8) -> list[dict]:
+    """Step-0 magnitudes of every (distinct prompt, seed) pair, eps(x_T, "") computed once per seed.
+
+    At the first step x_T is the seed's initial noise whatever the prompt, so the unconditional
+    prediction is shared: P prompts x n seeds cost P n + n denoiser evaluations instead of 2 P n.
+    Same records (keyed by prompt text; the same numbers up to float rounding) as
+    `MagnitudeDetector(steps=1)` on the sampler with `config`, whose first timestep, noise scaling and
+    seeding this follows.
+    """
+    from ..models.sampler import initial_noise
+
+    if config.negative_prompt:
+        raise DiffmemError("magnitudes are defined against the empty prompt; config has a negative prompt")
+    distinct = list(dict.fromkeys(prompts))
+    device, dtype = adapter.device, adapter.dtype
+    sched = adapter.make_scheduler(config.scheduler)
+    sched.set_timesteps(config.num_steps, device=device)
+    t = sched.timesteps[0]
+    seeds = [int(s) for s in seeds]
+    names = magnitude_names(adapter.frame_axis)
+    out = []
+    with torch.no_grad():
+        cond_all = adapter.encode_prompt(distinct)
+        uncond = adapter.encode_prompt([""])
+        for s0 in range(0, len(seeds), batch_size):
+            sd = seeds[s0:s0 + batch_size]
+            x = sched.scale_model_input(initial_noise(adapter, sd, config) * sched.init_noise_sigma, t)
+            eps_u = adapter.predict_noise(x, t, uncond.expand(len(sd), *uncond.shape[1:]))
+            # every (prompt, seed) pair of this seed block, batch_size rows at a time
+            pairs = [(pi, si) for pi in range(len(distinct)) for si in range(len(sd))]
+            for b0 in range(0, len(pairs), batch_size):
+                chunk = pairs[b0:b0 + batch_size]
+                pi = [p for p, _ in chunk]
+                si = [s for _, s in chunk]
+                eps_c = adapter.predict_noise(x[si], t, cond_all[pi])
+                mags = magnitudes(eps_c, eps_u[si], adapter.frame_axis)
+                vals = {k: v.detach().cpu().double().tolist() for k, v in mags.items()}
+                for r, (p, sidx) in enumerate(chunk):
+                    rec = {"key": distinct[p], "step": 0, "t": int(t), "seed": sd[sidx]}
+                    rec.update({n: vals[n][r] for n in names})
+                    out.append(rec)
+    return out
