@@ -11,7 +11,7 @@ from .. import __version__
 from ..errors import DiffmemError
 
 # Order = order in `diffmem --help`.
-_SUBCOMMANDS = ("world", "index", "audit", "flow", "train", "generate", "detect", "prompts", "extract", "demo")
+_SUBCOMMANDS = ("world", "index", "audit", "flow", "train", "generate", "detect", "amg", "prompts", "extract", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

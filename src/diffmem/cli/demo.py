@@ -1,4 +1,4 @@
-"""`diffmem demo [--out OUT]`: the whole study, offline, on the embedded world."""
+"""`diffmem demo [--out OUT]` (what `make demo` runs): the whole study, offline, on the embedded world."""
 from __future__ import annotations
 
 import sys
@@ -6,13 +6,26 @@ import sys
 
 def register(sub):
     p = sub.add_parser(
-        "demo", help="run the offline demonstration on the embedded world",
-        description="Build the embedded world into OUT/world (and, as diffmem grows, train, audit, detect and "
-                    "guide on it). Running again resumes.")
+        "demo", help="run the whole study offline on the embedded world (start here)",
+        description="Build the embedded world (captioned clips with known duplicates) and its index, curate "
+                    "memorization-prone prompts, extract training clips from the committed tiny text-to-video "
+                    "model, audit them, detect memorized prompts at inference time, and mitigate with "
+                    "Anti-Memorization Guidance; print a summary table and write OUT/report.html. "
+                    "Everything runs on a CPU in a few minutes; running again resumes.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "medium"), help="world size (default small)")
-    p.add_argument("--force", action="store_true", help="replace a world of another seed or size in OUT/world")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the world and the samples (default 0)")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "medium"),
+                   help="world size (default small: the one the committed model was trained on)")
+    p.add_argument("--model", default="builtin:tiny-t2v", help="model (default builtin:tiny-t2v)")
+    p.add_argument("--n", type=int, default=2, help="samples per prompt (default 2)")
+    p.add_argument("--novel", type=int, default=8, metavar="K",
+                   help="novel prompts of the world added as controls (default 8)")
+    p.add_argument("--top", type=int, default=None, metavar="K", help="use only the top K curated prompts")
+    p.add_argument("--no-amg", dest="amg", action="store_false", help="skip the AMG stage (the slowest)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a world of another seed or size, and redo the model's stages (after changing "
+                        "--model, --n or the sampler)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=run, _parser=p)
     return p
 
@@ -20,6 +33,10 @@ def register(sub):
 def run(args) -> int:
     from ..studies.demo import run_demo
 
-    result = run_demo(args.out, seed=args.seed, size=args.size, force=args.force, progress=sys.stderr.isatty())
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_demo(args.out, seed=args.seed, size=args.size, model=args.model, n=args.n, top=args.top,
+                      novel=args.novel,
+                      amg=args.amg, force=args.force, progress=sys.stderr.isatty() and not args.quiet, log=log)
     print(result.format())
-    return 0
+    failed = [s.name for s in result.stages if s.status == "failed"]
+    return 1 if failed or result.world is None else 0
