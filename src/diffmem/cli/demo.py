@@ -21,6 +21,9 @@ def register(sub):
     p.add_argument("--novel", type=int, default=8, metavar="K",
                    help="novel prompts of the world added as controls (default 8)")
     p.add_argument("--top", type=int, default=None, metavar="K", help="use only the top K curated prompts")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default 3: where the tiny model memorizes most cleanly)")
     p.add_argument("--no-amg", dest="amg", action="store_false", help="skip the AMG stage (the slowest)")
     p.add_argument("--force", action="store_true",
                    help="replace a world of another seed or size, and redo the model's stages (after changing "
@@ -35,7 +38,7 @@ def run(args) -> int:
 
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     result = run_demo(args.out, seed=args.seed, size=args.size, model=args.model, n=args.n, top=args.top,
-                      novel=args.novel,
+                      novel=args.novel, steps=args.steps, guidance=args.guidance,
                       amg=args.amg, force=args.force, progress=sys.stderr.isatty() and not args.quiet, log=log)
     print(result.format())
     failed = [s.name for s in result.stages if s.status == "failed"]

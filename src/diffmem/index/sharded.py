@@ -15,7 +15,7 @@ shard by shard, so that it can run on many workers and resume after a kill:
 
 `faiss.index` and `index.json`'s "faiss" entry are what `VectorIndex` itself writes, so the result
 is an ordinary `VectorIndex`: `VectorIndex.open(folder).search(...)` uses it, extending it later works.
-Only inverted-file factories (IVF..., IMI...) can be split by shard; others fall back to one process.
+Only inverted-file factories (IVF...) can be split by shard; others fall back to one process.
 
 Memory for N descriptors of dimension d (`memory_estimate`), RAM: N * (code + 8) bytes for the codes
 and their 64-bit ids + the coarse centroids (nlist * d * 4) + the PQ tables; disk: N * d * 4 bytes of
@@ -30,6 +30,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -233,8 +234,6 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
     if not supports_sharded_build(index.factory, index.dim):
         index.close()  # not an inverted file: one process, VectorIndex's own way
         return {"n_vectors": n, "shards": len(shards), "encoded_now": len(shards), "file": "faiss.index"}
-
-    import time
 
     times = {"train_s": 0.0, "encode_s": 0.0, "merge_s": 0.0}
     trained_p, trained_j = folder / "codes" / "trained.faiss", folder / "codes" / "trained.json"

@@ -17,6 +17,11 @@ Definitions (one generated sample = one (prompt, seed)):
 
 Tables: per prompt (extract.parquet, one row per prompt), per group (the prompt file's `group`,
 e.g. the embedded world's duplicated_video / duplicated_caption / novel) and overall (extract.json).
+OUT/labels.jsonl says, per prompt, whether any of its samples was extracted (and how): the ground truth
+`diffmem detect --labels` evaluates inference-time detection against.
+
+Motion is audited at the lower of the motion policy's rate and the generated videos' rate (see
+`_motion_parts`), so a 4 fps model is compared with its training clips step for step.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ import pandas as pd
 from ..errors import BadInputError, DiffmemError
 from .prompts import PromptEntry
 
-__all__ = ["VERDICTS", "score_summary", "tabulate", "run_extract", "extract_report"]
+__all__ = ["VERDICTS", "SAMPLE_COLUMNS", "run_extract", "tabulate", "score_summary", "samples_table", "prompt_labels",
+           "clip_pairs", "extract_report", "pairs_html", "examples_from"]
 
 VERDICTS = ("content", "motion", "both", "none")
 CONTENT_VERDICTS = ("content", "both")

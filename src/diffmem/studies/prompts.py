@@ -8,8 +8,11 @@ et al. 2023; Webster 2023). So the candidates are the captions of *duplicated* t
   NFKC, lowercase, punctuation to spaces, whitespace collapsed), joined with captions that are
   near-duplicates (Jaccard similarity of their character n-gram sets >= `caption_threshold`, found
   with MinHash LSH and then checked exactly, so it scales to millions of captions);
-- **content clusters**: items whose content is a near-duplicate (item descriptor similarity above
-  the descriptor's tau_c), whatever their captions say.
+- **content clusters**: items whose content is a near-duplicate, whatever their captions say: the
+  item vector is the descriptor of 4 evenly spaced frames, concatenated (`item_vectors`), so two items'
+  similarity is the mean similarity of their time-aligned frames; linked above
+  `DEFAULT_CONTENT_THRESHOLD` (0.95, a dedup threshold: see there) by single linkage. From a content
+  index (`diffmem index build`) the stored frame descriptors are used and no media is read again.
 
 Every cluster with at least `min_count` items proposes its most frequent caption. A prompt's
 evidence records its counts, ids, normalised forms, clusters and reasons. Without a model,
@@ -28,7 +31,8 @@ the duplicate counts stay in the evidence.
 Readers (`read_prompts`) accept, by file type:
 
 - `.jsonl`: one JSON object per line with the text in `prompt`, `caption` or `text`; optional
-  `id` (or `index`, `key`), `group`, `label`/`memorized` (bool), `overfit_type`, `evidence`.
+  `id` (or `index`, `key`), `group`, `label`/`memorized` (bool), `overfit_type`, `evidence`; any
+  other field is kept in the entry's evidence.
   This covers the JSONL of 500 memorized Stable Diffusion prompts of Wen et al. (ICLR 2024;
   fields `caption`, `index`, `url`: every line is memorized), the embedded world's
   `prompts.jsonl`, and the files `diffmem prompts` writes.
@@ -54,8 +58,8 @@ from ..errors import BadInputError
 
 __all__ = [
     "PromptEntry", "normalize_caption", "caption_similarity", "caption_clusters", "content_clusters",
-    "item_vectors", "curate_prompts", "write_prompts", "read_prompts", "duplicate_recall",
-    "WEBSTER_MEMORIZED_TYPES",
+    "item_vectors", "curate_prompts", "write_prompts", "read_prompts", "duplicate_recall", "run_prompts",
+    "WEBSTER_MEMORIZED_TYPES", "DEFAULT_CONTENT_THRESHOLD",
 ]
 
 # Item-level similarity (mean over 4 time-aligned frames) above which two training items are the same
