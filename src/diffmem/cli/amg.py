@@ -16,7 +16,7 @@ def register(sub):
         "evaluate", help="run the same prompts and seeds with and without AMG (and each ablation); write the table",
         description="Generate every prompt with the same seeds as plain CFG (baseline), with each AMG term alone "
                     "(spe, dup, sim), with full AMG, and optionally always-on AMG; then measure content "
-                    "memorization (Top-5 %%, Top-1, %% above tau_c), motion memorization (OFS-k with natural motion "
+                    "memorization (Top-5 %, Top-1, % above tau_c), motion memorization (OFS-k with natural motion "
                     "filtering), the quality distance to the training frames (FID with --inception, else a Frechet "
                     "distance in the built-in descriptor space, named FD-builtin) and text alignment (CLIP score "
                     "with --clip, else on the embedded world whether the clip shows the captioned sprite and motion). "

@@ -53,20 +53,21 @@ class AMGSettings:
     """AMG's knobs with the defaults diffmem uses (how they were chosen: README, "AMG").
 
     Content thresholds are fractions of tau_c (the content verdict's threshold): lambda runs from
-    `content_hi` * tau_c (t = 0) down to `content_lo` * tau_c (t = T). The authors' SSCD values are
-    0.8 / 0.6 of SSCD's 0.5; diffmem's 0.98 / 0.92 were measured on the tiny model (step-1200
-    snapshot) with the built-in descriptor, whose intermediate x0_hat of memorized and novel prompts
-    are only 0.05-0.1 apart (see the README). `content_lambda` = (lo, hi) sets absolute values.
-    Motion thresholds are fractions of tau_m. `motion`: add the motion channel (video models).
-    `check_every`: see `guidance.hook.AMGConfig`.
+    `content_lo` * tau_c (t = T) up to `content_hi` * tau_c (t = 0). The authors' SSCD values are
+    0.3 / 0.4 (SSCD's copy threshold is 0.5); diffmem's 0.97 / 1.0 and c3 = 1000 were measured on the
+    committed tiny model with the built-in descriptor, on prompts and seeds outside the evaluation set
+    (README, "Defaults and how they were chosen"). c3 scales a gradient whose size depends on the
+    descriptor and the resolution: calibrate it for another model (`diffmem amg evaluate --c3`).
+    `content_lambda` = (lo, hi) sets absolute values. Motion thresholds are fractions of tau_m.
+    `motion`: add the motion channel (video models). `check_every`: see `guidance.hook.AMGConfig`.
     """
 
     c1: float = 13.0
     c2: float = 13.0
-    c3: float = 1.0
+    c3: float = 1000.0
     schedule: str = "exponential"
-    content_lo: float = 0.92
-    content_hi: float = 0.98
+    content_lo: float = 0.97
+    content_hi: float = 1.0
     content_lambda: tuple[float, float] | None = None
     motion: bool = True
     motion_lo: float = 0.75
@@ -466,11 +467,10 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
                             "similarities": [s.kind for s in hook.similarities]}
         log(f"variant {name}: generating {len(specs) * config.n} samples")
         t0 = time.time()
+        after = (lambda rows, h=hooks[0], d=vdir: write_traces(h, d, rows)) if hooks else None
         summary = generate(adapter, specs, vdir, settings, batch_size=config.batch_size, hooks=hooks,
-                           extra_settings=extra, progress=progress)
+                           extra_settings=extra, after_batch=after, progress=progress)
         wall = time.time() - t0
-        if hooks:
-            write_traces(hooks[0], vdir)
         per_variant[name] = _timing(vdir, summary, wall)
         vrows = _measure_variant(vdir, name, training, auditor, align, roles, log)
         rows += vrows
@@ -515,23 +515,28 @@ def _alignment(entries, adapter, clip, fps, size):
 
     if clip:
         return CLIPScore(clip)
-    if entries and all(parse_world_caption(e.prompt) is not None for e in entries):
+    # the world's judge, when the prompts are world captions (those it cannot read get no value)
+    if entries and any(parse_world_caption(e.prompt) is not None for e in entries):
         n_frames = int(adapter.decode(_zeros_latents(adapter)).shape[1])
         return WorldAlignment(size=size, n_frames=n_frames, fps=fps)
     return None
 
 
-def write_traces(hook, out: str | Path) -> int:
-    """DIR/samples/<id>.amg.json (summary + trace) for every sample the hook guided in this run.
+def write_traces(hook, out: str | Path, rows: Sequence[dict] | None = None) -> int:
+    """DIR/samples/<id>.amg.json (summary + trace) for the samples the hook guided in this run.
 
-    Samples are matched by (prompt, seed), which names a sample in a generation folder; samples
-    finished in an earlier run keep the trace written then. Returns how many were written.
+    `rows`: generation rows (id, prompt, seed) to write, e.g. one batch from `generate(after_batch=...)`;
+    default: every sample of DIR/manifest.parquet. Samples are matched by (prompt, seed), which names a
+    sample in a generation folder; samples finished in an earlier run keep the trace written then.
+    Returns how many were written.
     """
-    import pandas as pd
-
     out = Path(out)
-    man = pd.read_parquet(out / "manifest.parquet")
-    by_key = {(p, int(s)): sid for p, s, sid in zip(man["prompt"], man["seed"], man["id"])}
+    if rows is None:
+        import pandas as pd
+
+        man = pd.read_parquet(out / "manifest.parquet")
+        rows = [{"prompt": p, "seed": s, "id": i} for p, s, i in zip(man["prompt"], man["seed"], man["id"])]
+    by_key = {(r["prompt"], int(r["seed"])): r["id"] for r in rows}
     n = 0
     for i, (prompt, seed) in hook.sample_keys.items():
         sid = by_key.get((prompt, int(seed)))
@@ -575,8 +580,11 @@ def _measure_variant(vdir: Path, name: str, training, auditor, align, roles, log
             row["motion_item"] = m.motion_match.train_id if m.motion_match is not None else None
         if align is not None:
             if hasattr(align, "judge"):
-                a = align.judge(fr, r["prompt"])
-                row.update({"aligned": a["aligned"], "sprite_ok": a["sprite_ok"], "motion_ok": a["motion_ok"]})
+                try:
+                    a = align.judge(fr, r["prompt"])
+                    row.update({"aligned": a["aligned"], "sprite_ok": a["sprite_ok"], "motion_ok": a["motion_ok"]})
+                except DiffmemError:
+                    pass  # not a caption the world's judge reads (e.g. "a picture of ..."): no alignment value
             else:
                 row["clip_score"] = align.clip_score(fr, r["prompt"])
         tr = vdir / "samples" / f"{sid}.amg.json"
@@ -850,9 +858,11 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     extra = {"amg": {"settings": amg.as_dict(), "config": hook.config.as_dict(), "index": str(index),
                      "similarities": [s.kind for s in hook.similarities],
                      "descriptor": training.descriptor.policy.as_dict()}}
+    written = []
     summary = generate(adapter, prompts, out, settings, batch_size=batch_size, hooks=[hook], extra_settings=extra,
+                       after_batch=lambda rows: written.append(write_traces(hook, out, rows)),
                        progress=progress, log=log)
-    summary["amg_traces_written"] = write_traces(hook, out)
+    summary["amg_traces_written"] = sum(written)
     summary["amg_stats"] = dict(hook.stats)
     if report:
         summary["amg_report"] = str(amg_report(out, adapter, settings, batch_size=batch_size))

@@ -91,11 +91,13 @@ def _safe_id(s: str) -> str:
 
 def generate(model, prompts, out: str | Path, settings: GenerateSettings = GenerateSettings(), *,
              batch_size: int = 8, device=None, hooks: Sequence = (), extra_settings: dict | None = None,
-             progress: bool = True, log=None) -> dict:
+             after_batch=None, progress: bool = True, log=None) -> dict:
     """Sample `settings.n` samples per prompt into `out` (see the module docstring); returns the summary.
 
     `model`: a `DenoiserAdapter` or a spec for `models.load_adapter`. `hooks`: sampler hooks (e.g. AMG),
     described in `extra_settings`, which is stored and compared on resume like the settings.
+    `after_batch(rows)`: called with the rows of each batch once its samples are written (so what a hook
+    recorded for them is saved with them, and survives a kill).
     """
     from ..io.image import write_image
     from ..io.video import write_video
@@ -163,6 +165,8 @@ def generate(model, prompts, out: str | Path, settings: GenerateSettings = Gener
                     write_video(media, frames[j], fps=fps)
                 row["steps_run"] = batch.steps_run
                 write_json(samples_dir / f"{row['id']}.json", row)
+            if after_batch is not None:
+                after_batch([todo[i] for i in batch.indices])
     seconds = time.time() - t0
     write_parquet(out / "manifest.parquet", rows)
     summary = {**identity, "status": "done", "environment": environment(), "n_prompts": len(specs),
