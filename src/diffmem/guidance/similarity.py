@@ -77,7 +77,12 @@ class MemoryNeighbours:
         q = np.asarray(queries, np.float32)
         sims = q @ self._v.T
         k = min(k, sims.shape[1])
-        rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        if k < sims.shape[1]:  # top k by partition, then only those k sorted (AMG searches at every step)
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+            rows = np.take_along_axis(part, order, 1)
+        else:
+            rows = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(sims, rows, 1), rows
 
     def vectors(self, rows):
