@@ -13,15 +13,18 @@ quality (the detection issue's acceptance run; slow on a CPU: generation + audit
 1. the world (`make_world(W, seed=0, size="small")` if W has none) and its prompts.jsonl, plus
    `--extra-novel` prompts composed from its vocabulary (sprite x background x common motion, never a
    training caption) so that the false-positive rates are resolved more finely;
-2. labels by auditing `--samples` generations per prompt (25-step DDIM, CFG 7.5) with `diffmem audit`'s
+2. labels by auditing `--samples` generations per prompt (25-step DDIM, CFG `--guidance`, default 3) with `diffmem audit`'s
    study (builtin descriptor content part + motion part: OFS-k with natural motion filtering); a prompt
    is memorized when any of its samples is, its kind by the verdicts. `--labels` skips this with a
    ready table (e.g. `diffmem extract`'s extract.parquet);
 3. `run_detect` at n = 4, s = 5 (its evaluation grid gives n in {1, 4} x s in {1, 5} from the same
    records) and once more at n = 4, s = 1 to time the shared-unconditional first-step path;
-4. a table per evaluation set (memorized vs novel; content; motion; the world's motion_memorization
-   group: same appearances with a memorized or a novel motion) of AUC and TPR at 1 % / 3 % FPR per
-   magnitude, with the cost as a fraction of one generation.
+4. a table per evaluation set (memorized vs novel; content; motion; each prompt group where the audit
+   found both classes) of AUC and TPR at 1 % / 3 % FPR per magnitude, with the cost as a fraction of
+   one generation;
+5. the world's motion_memorization group by construction (signature motion vs control, same
+   appearances; not audited), and a confound check: how much of the content magnitude the caption's
+   background word alone explains.
 """
 from __future__ import annotations
 
@@ -143,6 +146,55 @@ def audit_labels(world: Path, generated: Path, out: Path) -> Path:
     return out
 
 
+def role_motion_grid(world: Path, steps_parquet: Path, names) -> list[dict]:
+    """The world's motion_memorization group labelled by construction (role memorized: a signature motion
+    in another appearance; control: a common motion), not by audit: AUC per magnitude over the n x s grid.
+    Shows what the magnitudes do on the set built for motion, even when the audit finds no motion copy."""
+    import pandas as pd
+
+    from diffmem.detect.evaluate import evaluate_scores
+    from diffmem.detect.magnitude import aggregate_records
+
+    role = {}
+    for line in (world / "prompts.jsonl").read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if r.get("group") == "motion_memorization":
+            role[r["prompt"]] = r["role"] == "memorized"
+    st = pd.read_parquet(steps_parquet)
+    recs = [dict(r, key=r["prompt"]) for r in st.to_dict("records") if r["prompt"] in role]
+    seeds, steps = int(st["seed"].nunique()), int(st["step"].max()) + 1
+    out = []
+    print(f"\nmotion_memorization by role (construction labels, not audited): {sum(role.values())} signature-motion "
+          f"vs {len(role) - sum(role.values())} control prompts")
+    for n in sorted({1, seeds}):
+        for s in sorted({1, steps}):
+            a = aggregate_records(recs, seeds=n, steps=s, names=names)
+            ps = list(role)
+            ev = evaluate_scores({m: [a[p][m] for p in ps] for m in names}, [role[p] for p in ps])
+            out.append({"seeds": n, "steps": s, **{f"{m}_auc": ev[m]["auc"] for m in names}})
+            print(f"  n={n} s={s}: " + "  ".join(f"{m} AUC {ev[m]['auc']:.4f}" for m in names))
+    return out
+
+
+def background_confound(detect_parquet: Path) -> dict:
+    """How much of the content magnitude the caption's background word alone explains (R^2 of log content on
+    the background), with the audited memorized count per background: a confound check for the world."""
+    import numpy as np
+    import pandas as pd
+
+    d = pd.read_parquet(detect_parquet)
+    bg = d["prompt"].str.split().str[-1]
+    y = np.log(d["content"].to_numpy())
+    fitted = pd.Series(y).groupby(bg.to_numpy()).transform("mean").to_numpy()
+    r2 = float(1 - ((y - fitted) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    per = {b: {"prompts": int((bg == b).sum()), "memorized": int(d.loc[bg == b, "memorized"].fillna(False).sum()),
+               "median_content": float(d.loc[bg == b, "content"].median())} for b in sorted(set(bg))}
+    print(f"\nconfound check (n=4, s=1): the caption's background alone explains R^2 = {r2:.3f} of log content magnitude")
+    for b, v in per.items():
+        print(f"  {b:10s} {v['prompts']:3d} prompts, {v['memorized']:3d} memorized by audit, median content {v['median_content']:.4f}")
+    return {"r2_log_content_on_background": r2, "per_background": per}
+
+
 def quality(args) -> None:
     from diffmem.data.world import make_world
     from diffmem.detect import DetectSettings
@@ -164,18 +216,19 @@ def quality(args) -> None:
     if args.labels:
         labels = Path(args.labels)
     else:
-        g = generate(args.model, prompts, work / "generated", GenerateSettings(n=args.samples, steps=args.num_steps),
+        g = generate(args.model, prompts, work / "generated",
+                     GenerateSettings(n=args.samples, steps=args.num_steps, guidance=args.guidance),
                      batch_size=args.batch_size, progress=False)
         print(f"generated {g['n_samples']} samples in {time.perf_counter() - t0:.0f} s")
         t1 = time.perf_counter()
         labels = audit_labels(world, work / "generated", work / "audit_counts.parquet")
         print(f"audited in {time.perf_counter() - t1:.0f} s")
 
-    st = DetectSettings(seeds=4, steps=5, num_steps=args.num_steps)
+    st = DetectSettings(seeds=4, steps=5, num_steps=args.num_steps, guidance_scale=args.guidance)
     s5 = run_detect(args.model, prompts, work / "detect_n4_s5", settings=st, labels=labels,
                     batch_size=args.batch_size, progress=False)
     s1 = run_detect(args.model, prompts, work / "detect_n4_s1", settings=DetectSettings(seeds=4, steps=1,
-                    num_steps=args.num_steps), labels=labels, batch_size=args.batch_size, progress=False)
+                    num_steps=args.num_steps, guidance_scale=args.guidance), labels=labels, batch_size=args.batch_size, progress=False)
     print(f"\ndetection n=4 s=5 (hook path): {s5['cost']['seconds_per_prompt']} s/prompt; "
           f"n=4 s=1 (shared uncond): {s1['cost']['seconds_per_prompt']} s/prompt, "
           f"{s1['cost']['denoiser_evals_per_prompt']:.2f} evals/prompt")
@@ -187,8 +240,11 @@ def quality(args) -> None:
         label = f"{r['set']} ({ev['n_memorized']}+/{ev['n_novel']}-)"
         print(f"{label:28s} {r['seeds']:>2} {r['steps']:>2} {r['cost_fraction']:>6.3f} " + " ".join(
             f"{r[m + '_auc']:>12.4f} {r[m + '_tpr@1%fpr']:>7.3f} {r[m + '_tpr@3%fpr']:>7.3f}" for m in names))
-    (work / "quality.json").write_text(json.dumps({"n4_s5": s5["evaluation_grid"], "n4_s1_cost": s1["cost"]},
-                                                  indent=2, default=str))
+    roles = role_motion_grid(world, work / "detect_n4_s5" / "steps.parquet", names)
+    confound = background_confound(work / "detect_n4_s1" / "detect.parquet")
+    (work / "quality.json").write_text(json.dumps({"guidance": args.guidance, "n4_s5": s5["evaluation_grid"],
+                                                   "n4_s1_cost": s1["cost"], "motion_by_role": roles,
+                                                   "background_confound": confound}, indent=2, default=str))
     print(f"\nwrote {work}/quality.json; reports in {work}/detect_n4_s5/report.html")
 
 
@@ -208,6 +264,9 @@ def main() -> None:
     q.add_argument("--extra-novel", type=int, default=40)
     q.add_argument("--labels", default=None, help="ready labels (skips generation and audit)")
     q.add_argument("--num-steps", type=int, default=25)
+    q.add_argument("--guidance", type=float, default=3.0,
+                   help="CFG scale of the audited generations and of the detection sampler (default 3: where the "
+                        "built-in tiny model memorizes most cleanly; the library default is 7.5)")
     q.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
     (cost if args.mode == "cost" else quality)(args)

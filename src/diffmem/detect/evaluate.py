@@ -111,7 +111,7 @@ def _pct(f: float) -> str:
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC"):
-    """A matplotlib figure with one ROC curve per entry {label: (fpr, tpr, auc)}; log-x inset-free, linear axes."""
+    """A matplotlib figure with one ROC curve per entry {label: (fpr, tpr, auc)}: linear axes, and log-FPR axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +122,9 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
         for label, (fpr, tpr, auc) in curves.items():
             x = np.clip(fpr, 1e-4, 1) if log else fpr
             ax.step(x, tpr, where="post", label=f"{label} (AUC {auc:.3f})")
-        ax.plot([1e-4 if log else 0, 1], [1e-4 if log else 0, 1], ":", color="grey", lw=0.8)
+        # chance line y = x; sampled densely so that it is drawn right on the log axis too
+        chance = np.logspace(-4, 0, 200) if log else np.array([0.0, 1.0])
+        ax.plot(chance, chance, ":", color="grey", lw=0.8)
         ax.set_xlabel("false positive rate" + (" (log)" if log else ""))
         ax.set_ylabel("true positive rate")
         if log:
