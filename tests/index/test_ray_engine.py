@@ -1,7 +1,7 @@
 """The Ray engine gives the local engine's index, item for item, and resumes from finished tasks.
 
-Runs a local Ray (2 CPUs, started once for the module: a start costs several seconds). Skipped when
-Ray is not installed (CI installs `.[test]` only; `pip install -e '.[ray]'` to run it).
+Runs a local Ray (2 CPUs, started once for the module: a start costs several seconds). `make test`
+installs the ray extra, so CI runs these; without Ray installed they are skipped.
 """
 from __future__ import annotations
 
@@ -81,6 +81,66 @@ def test_killed_ray_build_resumes_and_equals_the_local_build(world, local_index,
     # the same index as the local engine: ids, order, metadata, descriptors, skipped items
     assert_same_index(local_index, VectorIndex.open(out))
     assert not (out / ".ray_staging").exists()
+
+
+@pytest.mark.slow
+def test_ray_build_killed_while_encoding_redoes_only_unfinished_shards(world, ray_up, monkeypatch, tmp_path):
+    """A compressed Ray build whose shard-encoding workers die resumes: a rerun extracts nothing again,
+    keeps the trained index and the finished shards' codes, and encodes exactly the shards that died."""
+    import faiss
+
+    from diffmem.index import ray_engine
+
+    factory = "IVF2,PQ8x4fs"  # tiny: 30 vectors of the slice, cut into shards of about 6
+    kw = dict(fps=4.0, progress=False, shard_size=6, factory=factory)
+    real_map = ray_engine.ray_map
+    scheduled = []
+
+    def workers_die(fn, args, **_):
+        names = [a[1] for a in args]
+        scheduled.append(names)
+        victims = {names[1], names[-1]}
+
+        def encode_or_die(folder, name, offset):  # runs in a Ray worker (pickled by value)
+            if name in victims:
+                raise RuntimeError(f"worker killed while encoding shard {name}")
+            return fn(folder, name, offset)
+
+        # the survivors first, so that every one of them has finished when the build fails
+        real_map(fn, [a for a in args if a[1] not in victims])
+        return real_map(encode_or_die, [a for a in args if a[1] in victims])
+
+    out = tmp_path / "RAY_IVF"
+    monkeypatch.setattr(ray_engine, "ray_map", workers_die)
+    with pytest.raises(Exception, match="worker killed while encoding"):
+        ray_engine.build_content_index_ray(world / "slice.parquet", out, items_per_task=3, num_actors=1, **kw)
+    shards = scheduled[0]
+    assert len(shards) >= 4 and len(VectorIndex.open(out).meta["shards"]) == len(shards)
+    dead = {shards[1], shards[-1]}
+    codes = out / "codes"
+    done = {p.stem for p in codes.glob("[0-9]*.faiss")}
+    assert done == set(shards) - dead and not (out / "faiss.index").exists()
+    stamp = {p.name: p.stat().st_mtime_ns for p in codes.glob("*.faiss")}
+
+    monkeypatch.setattr(ray_engine, "ray_map", lambda fn, args, **k: scheduled.append([a[1] for a in args])
+                        or real_map(fn, args, **k))
+    rep = ray_engine.build_content_index_ray(world / "slice.parquet", out, items_per_task=3, num_actors=1, **kw)
+    # no item is extracted again; only the undecodable one is retried (as the local engine does)
+    assert rep.added == 0 and rep.already == 9 and [s.id for s in rep.skipped] == ["broken"]
+    assert rep.engine["tasks"] == 1
+    assert sorted(scheduled[1]) == sorted(dead)  # only the dead shards were encoded again
+    for name, ns in stamp.items():  # trained index, encoder and finished shards' codes untouched
+        assert (codes / name).stat().st_mtime_ns == ns, name
+    # the same compressed index as the local engine's one-process build of the same slice
+    build_content_index(world / "slice.parquet", tmp_path / "LOCAL_IVF", **kw)
+    a = faiss.read_index(str(tmp_path / "LOCAL_IVF" / "faiss.index"))
+    b = faiss.read_index(str(out / "faiss.index"))
+    assert a.ntotal == b.ntotal == len(VectorIndex.open(out))
+    q = VectorIndex.open(out).vectors()
+    for ix in (a, b):
+        faiss.ParameterSpace().set_index_parameter(ix, "nprobe", 2)
+    (da, ia), (db, ib) = a.search(q, 5), b.search(q, 5)
+    assert (ia == ib).all() and np.array_equal(da, db)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Compressed indexes built shard by shard (`diffmem.index.sharded`) against VectorIndex's own build."""
+"""Compressed indexes built shard by shard (`diffmem.index.sharded`) against VectorIndex's own build,
+and the large-index reading paths of VectorIndex (streamed exact search, metadata rows by id)."""
 from __future__ import annotations
 
 import faiss
@@ -7,8 +8,7 @@ import pytest
 
 from diffmem.errors import DiffmemError
 from diffmem.index.faiss_index import VectorIndex
-from diffmem.index.sharded import (build_compressed, default_factory, lookup, memory_estimate,
-                                   search_exact_streamed, supports_sharded_build)
+from diffmem.index.sharded import build_compressed, default_factory, memory_estimate, supports_sharded_build
 
 D = 32
 POLICY = {"name": "test-vectors", "descriptor": "none", "dim": D}
@@ -137,26 +137,32 @@ def test_extend_encodes_only_new_shards(tmp_path, data):
     assert (ra[1][:, 0] == np.arange(1, 3000, 53)).all()
 
 
-def test_streamed_exact_search_is_brute_force(tmp_path, data):
-    idx = fill(tmp_path / "ix", data, factory="Flat")
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_streamed_exact_search_is_brute_force(tmp_path, data, metric):
+    idx = VectorIndex.create(tmp_path / "ix", dim=D, policy=POLICY, factory=FACTORY, metric=metric, shard_size=500)
+    idx.add(data, [{"item_id": f"v{j}"} for j in range(len(data))])
+    idx.flush()
     q = unit(np.random.default_rng(3).standard_normal((9, D)))
-    s, i = search_exact_streamed(idx, q, 4, block=333)  # blocks cut across shards
-    full = q @ data.T
-    order = np.argsort(-full, axis=1, kind="stable")[:, :4]
+    s, i = idx.search_exact(q, 4, block=333)  # blocks cut across shards; no FAISS index needed
+    full = q @ data.T if metric == "ip" else ((q[:, None, :] - data[None]) ** 2).sum(-1)
+    order = np.argsort(-full if metric == "ip" else full, axis=1, kind="stable")[:, :4]
     assert (i == order).all()
     np.testing.assert_allclose(s, np.take_along_axis(full, order, 1), atol=1e-5)
+    s, i = idx.search_exact(q[:2], 5000)  # more than it holds: padded as `search` pads
+    assert (i[:, 3000:] == -1).all() and np.isinf(s[:, 3000:]).all() and (np.sort(i[:, :3000], 1) == np.arange(3000)).all()
 
 
-def test_lookup_reads_rows_of_the_right_shards(tmp_path, data):
+def test_rows_reads_rows_of_the_right_shards(tmp_path, data):
     idx = fill(tmp_path / "ix", data, factory="Flat")
     ids = np.array([2999, 0, -1, 1234, 500, 499])
-    df = lookup(idx, ids)
+    df = idx.rows(ids)
     assert df["vector_id"].tolist() == ids.tolist()
     assert df["item_id"].tolist()[:2] == ["v2999", "v0"] and df["n"].tolist()[3:] == [1234, 500, 499]
     assert df.iloc[2].isna()["item_id"]
-    assert lookup(idx, [7], columns=["n"]).columns.tolist() == ["vector_id", "n"]
+    assert idx.rows([7], columns=["n"]).columns.tolist() == ["vector_id", "n"]
+    assert idx.row(1234) == idx.metadata.iloc[1234].to_dict() == {"item_id": "v1234", "n": 1234}
     with pytest.raises(DiffmemError, match="out of range"):
-        lookup(idx, [3000])
+        idx.rows([3000])
 
 
 def test_non_ivf_factories_and_empty_index(tmp_path, data):

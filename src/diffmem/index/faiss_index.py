@@ -21,6 +21,10 @@ without duplicating items (`has_item`). Extending an index = adding items to it;
 Search is exact (`IndexFlatIP` / `IndexFlatL2`) by default. Any FAISS factory string may be given for
 large sets ("IVF4096,Flat", "IVF1024,PQ32", "HNSW32,Flat", "OPQ32,IVF4096,PQ32", ...); their candidates
 are re-ranked with the exact vectors, so reported similarities (and every threshold) are exact.
+`search_exact` streams an exact search over the shards whatever the factory (ground truth at any size);
+`rows` reads the metadata of given ids without loading every shard's table. A compressed index too
+large to build in one process is built shard by shard, on Ray workers too, by `sharded.build_compressed`
+into this same folder layout.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -342,7 +346,46 @@ class VectorIndex:
         return self._metadata
 
     def row(self, vector_id: int) -> dict:
-        return self.metadata.iloc[int(vector_id)].to_dict()
+        return self.rows([vector_id]).iloc[0].drop("vector_id").to_dict()
+
+    def shard_spans(self) -> list[tuple[str, int, int]]:
+        """(name, first vector id, count) of every committed shard, in index order."""
+        out, off = [], 0
+        for sh in self.meta["shards"]:
+            out.append((sh["name"], off, int(sh["n"])))
+            off += int(sh["n"])
+        return out
+
+    def rows(self, ids, columns: Sequence[str] | None = None):
+        """Metadata rows of vector ids (any order; -1 gives a row of NaN), first column `vector_id`.
+
+        Reads only the shards (and columns) the ids fall in: `metadata` concatenates every shard's
+        table, which at tens of millions of frames is gigabytes of pandas.
+        """
+        import pandas as pd
+
+        self._require_flushed()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        spans = self.shard_spans()
+        starts = np.array([s[1] for s in spans] + [sum(s[2] for s in spans)], np.int64)
+        ok = ids >= 0
+        if ok.any() and ids[ok].max() >= starts[-1]:
+            raise DiffmemError(f"vector id {int(ids[ok].max())} out of range ({int(starts[-1])} vectors)")
+        which = np.searchsorted(starts, ids, side="right") - 1
+        parts = []
+        for s in np.unique(which[ok]):
+            sel = np.flatnonzero(ok & (which == s))
+            p = self.folder / "shards" / f"{spans[s][0]}.parquet"
+            try:
+                df = pd.read_parquet(p, columns=list(columns) if columns else None)
+            except (OSError, ValueError) as e:
+                raise DiffmemError(f"{p}: unreadable index metadata ({e})") from e
+            part = df.iloc[ids[sel] - starts[s]].copy()
+            part.index = sel
+            parts.append(part)
+        out = pd.concat(parts).reindex(np.arange(len(ids))) if parts else pd.DataFrame(index=np.arange(len(ids)))
+        out.insert(0, "vector_id", ids)
+        return out.reset_index(drop=True)
 
     def _ensure_faiss(self, save: bool = False):
         import faiss
@@ -389,14 +432,7 @@ class VectorIndex:
             faiss.ParameterSpace().set_index_parameters(index, self.meta["search_params"])
         self._faiss, self._faiss_n = index, n
         if save and (info.get("n_vectors") != n or not path.exists()):
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".faiss.", suffix=".tmp")
-            os.close(fd)
-            try:
-                faiss.write_index(index, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            _atomic_write_faiss(index, path)
             self.meta["faiss"] = {"file": "faiss.index", "n_vectors": n}
             self._write_meta()
         return index
@@ -460,6 +496,38 @@ class VectorIndex:
         i = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1)
         return d, i
 
+    def search_exact(self, queries: np.ndarray, k: int = 1, *, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the stored vectors whatever the factory, `block` rows of the memory-mapped
+        shards at a time: RAM ~ block * d * 4 bytes however large the index. The ground truth for a
+        compressed index too large for an exact in-RAM one. Same return convention as `search`; ties
+        go to the lower id."""
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise DiffmemError(f"{self.folder}: queries must be (n, {self.dim}), got {q.shape}")
+        self._require_flushed()
+        k, ip = int(k), self.metric == "ip"
+        # keys are sorted ascending: -score for "ip", the squared distance for "l2"
+        best_key = np.full((len(q), k), np.inf, np.float32)
+        best_i = np.full((len(q), k), -1, np.int64)
+        qq = (q * q).sum(1, keepdims=True)
+        off = 0
+        for a in self._arrays():
+            for lo in range(0, len(a), block):
+                x = np.asarray(a[lo:lo + block], dtype=np.float32)
+                key = -(q @ x.T) if ip else qq - 2 * (q @ x.T) + (x * x).sum(1)[None]
+                kk = min(k, x.shape[0])
+                part = np.argpartition(key, kk - 1, axis=1)[:, :kk]
+                s = np.concatenate([best_key, np.take_along_axis(key, part, 1)], 1)
+                i = np.concatenate([best_i, off + lo + part], 1)
+                order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), s), axis=1)[:, :k]
+                best_key, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+            off += len(a)
+        d = -best_key if ip else np.maximum(best_key, 0)
+        d = np.where(best_i < 0, -np.inf if ip else np.inf, d)
+        return d.astype(np.float32), best_i
+
     def memory_bytes(self) -> int:
         """Bytes the FAISS structure holds in memory (codes + quantizers), not counting the shards."""
         import faiss
@@ -499,6 +567,22 @@ def _n_centroids(index) -> int:
     except (RuntimeError, AttributeError):
         pass
     return 256  # PQ codebooks need about 256 points per sub-quantizer
+
+
+def _atomic_write_faiss(index, path: Path) -> None:
+    import faiss
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:

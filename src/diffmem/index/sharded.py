@@ -16,6 +16,8 @@ shard by shard, so that it can run on many workers and resume after a kill:
 `faiss.index` and `index.json`'s "faiss" entry are what `VectorIndex` itself writes, so the result
 is an ordinary `VectorIndex`: `VectorIndex.open(folder).search(...)` uses it, extending it later works.
 Only inverted-file factories (IVF...) can be split by shard; others fall back to one process.
+This module only builds: searching, exact re-ranking, the streamed exact search used as ground truth
+(`VectorIndex.search_exact`) and metadata lookups by id (`VectorIndex.rows`) are `VectorIndex`'s.
 
 Memory for N descriptors of dimension d (`memory_estimate`), RAM: N * (code + 8) bytes for the codes
 and their 64-bit ids + the coarse centroids (nlist * d * 4) + the PQ tables; disk: N * d * 4 bytes of
@@ -27,9 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -38,9 +38,10 @@ import numpy as np
 
 from ..errors import DiffmemError
 from ..io.results import write_json
+from .faiss_index import _atomic_write_faiss
 
 __all__ = ["default_factory", "memory_estimate", "supports_sharded_build", "build_compressed",
-           "encode_shard", "search_exact_streamed", "lookup", "EXACT_BELOW"]
+           "encode_shard", "EXACT_BELOW"]
 
 _CODES_FORMAT = 3  # codes/ layout version: 2 = encoder.faiss beside trained.faiss, 3 = HNSW efSearch
 EXACT_BELOW = 200_000  # below this many vectors exact search is fast enough and needs < 0.4 GB at d=384
@@ -168,31 +169,6 @@ def _exact_enough_assignment(ivf) -> None:
 
 # ------------------------------------------------------------------------------------------ build
 
-def _atomic_faiss_write(index, path: Path) -> None:
-    import faiss
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _shards(index) -> list[tuple[str, int, int]]:
-    """(name, offset, n) of every committed shard, in index order."""
-    out, off = [], 0
-    for sh in index.meta["shards"]:
-        out.append((sh["name"], off, int(sh["n"])))
-        off += int(sh["n"])
-    return out
-
-
 def encode_shard(folder: str | Path, name: str, offset: int) -> str:
     """Add shard `name` (global rows offset..) to a copy of codes/encoder.faiss -> codes/NAME.faiss.
 
@@ -207,7 +183,7 @@ def encode_shard(folder: str | Path, name: str, offset: int) -> str:
     index = faiss.read_index(str(folder / "codes" / "encoder.faiss"))
     v = np.ascontiguousarray(np.load(folder / "shards" / f"{name}.npy", mmap_mode="r"), dtype=np.float32)
     index.add_with_ids(v, np.arange(offset, offset + len(v), dtype=np.int64))
-    _atomic_faiss_write(index, out)
+    _atomic_write_faiss(index, out)
     return str(out)
 
 
@@ -217,7 +193,8 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
 
     index: a flushed `VectorIndex` with a compressed factory. map_fn(fn, list of argument tuples) runs
     `encode_shard` over the shards, e.g. on Ray workers (`ray_engine.ray_map`); default: one by one.
-    Returns {"n_vectors", "shards", "encoded_now", "file", "train_s", "encode_s", "merge_s"}.
+    Returns {"n_vectors", "shards", "encoded_now", "file", "train_s", "encode_s", "merge_s"} and the
+    CPU seconds of this process for each step ("train_cpu_s", ...).
     """
     import faiss
 
@@ -227,7 +204,7 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
     folder = Path(index.folder)
     if is_exact(index.factory):
         return {"n_vectors": len(index), "shards": len(index.meta["shards"]), "encoded_now": 0, "file": None}
-    shards = _shards(index)
+    shards = index.shard_spans()
     n = sum(s[2] for s in shards)
     if n == 0:
         raise DiffmemError(f"{folder}: the index holds no vectors to compress")
@@ -235,7 +212,10 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
         index.close()  # not an inverted file: one process, VectorIndex's own way
         return {"n_vectors": n, "shards": len(shards), "encoded_now": len(shards), "file": "faiss.index"}
 
-    times = {"train_s": 0.0, "encode_s": 0.0, "merge_s": 0.0}
+    # wall seconds, and CPU seconds of this process (all its threads; not Ray workers): on a shared
+    # machine the CPU time is the cost, the wall time also counts waiting for the CPU
+    times = {"train_s": 0.0, "encode_s": 0.0, "merge_s": 0.0, "train_cpu_s": 0.0, "encode_cpu_s": 0.0,
+             "merge_cpu_s": 0.0}
     trained_p, trained_j = folder / "codes" / "trained.faiss", folder / "codes" / "trained.json"
     encoder_p = folder / "codes" / "encoder.faiss"
     spec = {"factory": index.factory, "metric": index.metric, "fingerprint": index.fingerprint,
@@ -243,25 +223,25 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
     if trained_p.exists() and trained_j.exists() and json.loads(trained_j.read_text()).get("spec") == spec:
         # trained by an earlier run: keep it (resume / extend), so old codes stay valid
         if not encoder_p.exists():
-            _atomic_faiss_write(_encoder_of(faiss.read_index(str(trained_p))), encoder_p)
+            _atomic_write_faiss(_encoder_of(faiss.read_index(str(trained_p))), encoder_p)
     else:
         for p in (folder / "codes").glob("*.faiss") if (folder / "codes").is_dir() else []:
             p.unlink()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fresh = faiss.index_factory(index.dim, index.factory, _faiss_metric(index.metric))
         # the very sample VectorIndex would train on, so both builds give the same index
         sample = index._training_sample(index._arrays(), fresh)
         fresh.train(sample)
         n_train = len(sample)
         del sample
-        _atomic_faiss_write(fresh, trained_p)
-        _atomic_faiss_write(_encoder_of(fresh), encoder_p)
-        times["train_s"] = time.perf_counter() - t0
+        _atomic_write_faiss(fresh, trained_p)
+        _atomic_write_faiss(_encoder_of(fresh), encoder_p)
+        times["train_s"], times["train_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         write_json(trained_j, {"spec": spec, "n_vectors_at_training": n, "n_train": n_train,
-                               "seconds": round(times["train_s"], 3)})
+                               "seconds": round(times["train_s"], 3), "cpu_seconds": round(times["train_cpu_s"], 3)})
 
     todo = [(str(folder), name, off) for name, off, _ in shards if not (folder / "codes" / f"{name}.faiss").exists()]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if todo:
         if map_fn is None:
             it = todo
@@ -274,8 +254,8 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
         else:
             list(map_fn(encode_shard, todo))
 
-    times["encode_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    times["encode_s"], times["encode_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     merged = faiss.read_index(str(encoder_p))
     ivf = faiss.extract_index_ivf(merged)
     for name, _, cnt in shards:
@@ -292,7 +272,7 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
         final = faiss.IndexIVFPQFastScan(faiss.downcast_index(merged))  # packs every list once
     if index.meta.get("search_params"):
         faiss.ParameterSpace().set_index_parameters(final, index.meta["search_params"])
-    _atomic_faiss_write(final, folder / "faiss.index")
+    _atomic_write_faiss(final, folder / "faiss.index")
     del final, merged, ivf  # the fast-scan copy points at the twin's quantizer: reload it whole
     loaded = faiss.read_index(str(folder / "faiss.index"))
     if index.meta.get("search_params"):
@@ -300,64 +280,5 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
     index.meta["faiss"] = {"file": "faiss.index", "n_vectors": n, "built": "sharded"}
     index._write_meta()
     index._faiss, index._faiss_n = loaded, n
-    times["merge_s"] = time.perf_counter() - t0
+    times["merge_s"], times["merge_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     return {"n_vectors": n, "shards": len(shards), "encoded_now": len(todo), "file": "faiss.index", **times}
-
-
-# ------------------------------------------------------------------------------------------ search helpers
-
-def search_exact_streamed(index, queries, k: int = 1, *, block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over the memory-mapped shards, `block` rows at a time.
-
-    RAM ~ block * d * 4 bytes however large the index: the ground truth for a compressed search of an
-    index too large for an exact in-RAM one. Same return convention as `VectorIndex.search` ("ip").
-    """
-    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
-    if q.ndim == 1:
-        q = q[None]
-    k = int(k)
-    best_s = np.full((len(q), k), -np.inf, np.float32)
-    best_i = np.full((len(q), k), -1, np.int64)
-    off = 0
-    for a in index._arrays():
-        for lo in range(0, len(a), block):
-            x = np.asarray(a[lo:lo + block], dtype=np.float32)
-            sc = q @ x.T
-            kk = min(k, x.shape[0])
-            part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
-            s = np.concatenate([best_s, np.take_along_axis(sc, part, 1)], 1)
-            i = np.concatenate([best_i, off + lo + part], 1)
-            order = np.lexsort((i, -s), axis=1)[:, :k]  # best score first, ties to the lower id
-            best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
-        off += len(a)
-    return best_s.astype(np.float32), best_i
-
-
-def lookup(index, ids, columns: Sequence[str] | None = None):
-    """Metadata rows of vector ids (any order, -1 allowed), reading only the shards they fall in.
-
-    `VectorIndex.metadata` concatenates every shard's table, which at tens of millions of frames is
-    gigabytes of pandas; this reads the needed shards (and columns) only.
-    """
-    import pandas as pd
-
-    ids = np.asarray(ids, dtype=np.int64).ravel()
-    shards = _shards(index)
-    starts = np.array([s[1] for s in shards] + [sum(s[2] for s in shards)], np.int64)
-    out = pd.DataFrame(index=np.arange(len(ids)))
-    parts = []
-    ok = ids >= 0
-    if ok.any() and ids[ok].max() >= starts[-1]:
-        raise DiffmemError(f"vector id {int(ids[ok].max())} out of range ({int(starts[-1])} vectors)")
-    which = np.searchsorted(starts, ids, side="right") - 1
-    for s in np.unique(which[ok]):
-        sel = np.flatnonzero(ok & (which == s))
-        p = Path(index.folder) / "shards" / f"{shards[s][0]}.parquet"
-        df = pd.read_parquet(p, columns=list(columns) if columns else None)
-        part = df.iloc[ids[sel] - starts[s]].copy()
-        part.index = sel
-        parts.append(part)
-    if parts:
-        out = pd.concat(parts).reindex(np.arange(len(ids)))
-    out.insert(0, "vector_id", ids)
-    return out.reset_index(drop=True)

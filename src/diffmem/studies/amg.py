@@ -180,7 +180,7 @@ class TrainingReference:
         step). size: side of the frames kept for the quality distance (default: native). cache: folder
         for the descriptor cache and the motion index (both reused, the index resumes a killed build);
         without it the motion index goes to a temporary folder. content_index: a prebuilt content
-        index folder (`index.sharded.ShardedIndex` with the same descriptor policy) for the neighbours.
+        index folder (`index.VectorIndex` with the same descriptor policy) for the neighbours.
         """
         import tempfile
 
