@@ -77,7 +77,11 @@ def test_hook_step_equals_the_functional_step(setup):
     x = st.x_t.detach().clone().requires_grad_(True)
     frames = adapter.decode(predicted_x0(x, st.eps_guided, st.alpha_bar_t))
     sigma, info = sim(frames)
-    (grad,) = torch.autograd.grad(sigma.sum(), x)
+    # G_sim's quantity for video: mean over frames of each frame's best similarity to any training frame
+    train = torch.as_tensor(sim.neighbours.vectors(np.arange(len(sim.neighbours))))
+    f = frames.reshape(-1, *frames.shape[2:]).permute(0, 3, 1, 2)
+    per_frame = (sim.descriptor.embed(f) @ train.T).max(1).values
+    (grad,) = torch.autograd.grad(per_frame.mean(), x)
     eps_dup = adapter.predict_noise(st.x_t, st.t, adapter.encode_prompt([info.captions[0]]))
     lam = ThresholdSchedule("exponential")(st.t, 1000)
     assert sigma.item() > lam

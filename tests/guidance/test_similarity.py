@@ -50,6 +50,22 @@ def test_content_sigma_is_max_over_frames_of_nearest_dot():
     assert (g * d).sum().item() == pytest.approx((sp - sm) / (2 * h), rel=2e-2, abs=1e-4)
 
 
+
+def test_content_gradient_quantity_is_the_mean_over_frames_and_reaches_every_frame():
+    desc, pats, nb = _content_setup()
+    x = ((pats[2] + 1) / 2).permute(1, 2, 3, 0).clone()
+    x = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4)))[None].requires_grad_(True)
+    sim = ContentSimilarity(desc, nb)
+    q = desc.embed(x[0].permute(0, 3, 1, 2)).detach().numpy()
+    best = (q @ nb.vectors(np.arange(len(nb))).T).max(1)  # each frame's nearest stored vector, by brute force
+    g_mean = sim.for_gradient(x)
+    assert g_mean.item() == pytest.approx(best.mean(), abs=1e-5)
+    (grad_mean,) = torch.autograd.grad(g_mean.sum(), x)
+    (grad_max,) = torch.autograd.grad(sim(x)[0].sum(), x)
+    per_frame = lambda g: g[0].abs().flatten(1).sum(1)  # noqa: E731
+    assert (per_frame(grad_mean) > 0).all()            # every frame is pushed
+    assert int((per_frame(grad_max) > 0).sum()) == 1   # the max reaches one frame only
+
 def test_pick_caption():
     top = [("a", "cat"), ("b", "dog"), ("c", "dog"), ("b", "dog")]
     assert pick_caption(top, "neighbour") == "cat"

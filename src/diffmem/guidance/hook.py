@@ -9,7 +9,8 @@ similarity channel (content, and for video models motion) gives sigma_c and is c
 own schedule lambda_c(t); the sample is triggered when any channel is above its threshold. Then
 - s1, s2 use the largest sigma among the triggered channels (all are similarities in [-1, 1]);
 - y_N is the caption chosen by the triggered channel most above its threshold;
-- G_sim's gradient is the sum over triggered channels of weight_c * grad sigma_c.
+- G_sim's gradient is the sum over triggered channels of weight_c * grad sigma_c (through the
+  similarity's `for_gradient` when it has one: content uses the mean over frames there).
 With one channel this is exactly the paper's step.
 
 Cost: one decode + similarity per step without gradients for every sample; only triggered samples
@@ -213,7 +214,8 @@ class AMGHook:
                 on = trig_c[c].to(x.device)
                 if not bool(on.any()):
                     continue
-                sigma, _ = sim(frames)
+                # a similarity may name a smoother quantity for the gradient (content: mean over frames)
+                sigma = sim.for_gradient(frames) if hasattr(sim, "for_gradient") else sim(frames)[0]
                 total = total + self.config.weight(sim.kind) * (sigma * on.to(sigma.dtype)).sum()
             if not total.requires_grad:
                 return torch.zeros_like(x)

@@ -54,7 +54,7 @@ class AMGSettings:
 
     Content thresholds are fractions of tau_c (the content verdict's threshold): lambda runs from
     `content_lo` * tau_c (t = T) up to `content_hi` * tau_c (t = 0). The authors' SSCD values are
-    0.3 / 0.4 (SSCD's copy threshold is 0.5); diffmem's 0.97 / 1.0 and c3 = 1000 were measured on the
+    0.3 / 0.4 (SSCD's copy threshold is 0.5); diffmem's 0.97 / 1.0 and c3 = 200 were measured on the
     committed tiny model with the built-in descriptor, on prompts and seeds outside the evaluation set
     (README, "Defaults and how they were chosen"). c3 scales a gradient whose size depends on the
     descriptor and the resolution: calibrate it for another model (`diffmem amg evaluate --c3`).
@@ -64,7 +64,7 @@ class AMGSettings:
 
     c1: float = 13.0
     c2: float = 13.0
-    c3: float = 1000.0
+    c3: float = 200.0
     schedule: str = "exponential"
     content_lo: float = 0.97
     content_hi: float = 1.0
