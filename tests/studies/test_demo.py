@@ -119,3 +119,95 @@ def test_cli_extract_against_the_demos_index(demo, tmp_path, monkeypatch, capsys
     assert not (out / "audit" / "train_index").exists()  # the saved index was searched, not rebuilt
     labels = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert {x["prompt"]: x["memorized"] for x in labels} == {p["prompt"]: p["group"] != "novel" for p in pick}
+
+
+def test_terminal_summary_is_short_and_says_where_the_report_is(demo):
+    out, result, _ = demo
+    text = result.format()
+    lines = text.splitlines()
+    assert len(lines) <= 25 and max(len(x) for x in lines[:-1]) <= 120, text  # the last: the report's path
+    assert lines[-1].startswith(f"Report: {out / 'report.html'}")
+    # one line per finding, and the stage that did not run says why
+    for name in ("prompts", "extract", "detect"):
+        assert any(x.strip().startswith(name + " ") for x in lines), name
+    assert "amg       SKIPPED: turned off (--no-amg)" in text or "SKIPPED: turned off" in text
+    ex = result.stage("extract").detail["overall"]
+    assert f"{ex['n_extracted_samples']} of {ex['n_samples']} samples" in text
+
+
+def test_report_escapes_every_text_and_shows_the_curated_prompts(demo):
+    from diffmem.studies.demo import Stage, demo_report
+
+    out, result, _ = demo
+    html = (out / "report.html").read_text()
+    assert "Summary" in html and "why chosen" in html and "exact_duplicate_caption" in html
+    assert "Reproduce with <code>diffmem demo --out" in html
+    # a stage result with markup is shown as text, not run
+    result.stages.append(Stage("evil", status="failed", result="<script>alert(1)</script>",
+                               detail={"traceback": "<img src=x onerror=alert(1)>"}))
+    try:
+        page = demo_report(result, out)
+    finally:
+        result.stages.pop()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page
+
+
+def test_amg_before_after_frames_from_its_sample_table(demo, tmp_path):
+    """The AMG section pairs each sample with its AMG twin (same id), memorized-without-AMG first, with
+    the content scores; captions are escaped. (The AMG stage itself is tested in test_amg.py.)"""
+    import pandas as pd
+
+    from diffmem.studies.demo import _amg_frames
+
+    out, _, _ = demo
+    clips = sorted((out / "world" / "videos").glob("*.mp4"))[:2]
+    rows = []
+    for variant in ("baseline", "full"):
+        for k, (sid, mem) in enumerate((("p1_s0", False), ("p2_s0", True))):
+            rows.append({"variant": variant, "id": sid, "prompt": f"a <b>{sid}</b>", "seed": 0, "path": str(clips[k]),
+                         "content_score": 0.9 if variant == "baseline" else 0.5,
+                         "content_memorized": mem and variant == "baseline"})
+    amg = tmp_path / "amg"
+    amg.mkdir()
+    pd.DataFrame(rows).to_parquet(amg / "amg_samples.parquet")
+    html = _amg_frames(amg)
+    assert html.count("data:image/gif") == 4 and html.count("<figure>") == 2
+    assert html.index("p2_s0") < html.index("p1_s0")  # the memorized one first
+    assert "0.900 &rarr; 0.500 (memorized without AMG)" in html
+    assert "<b>p1_s0</b>" not in html and "&lt;b&gt;p1_s0&lt;/b&gt;" in html
+    assert _amg_frames(tmp_path / "nothing") == ""
+
+
+def test_changed_settings_are_detected_for_a_fresh_start(tmp_path):
+    from diffmem.studies.demo import SETTINGS_FILE, _settings_changed
+
+    s = {"model": "m", "n": 4, "guidance": 3.0}
+    assert _settings_changed(tmp_path, s) is None          # nothing made yet
+    (tmp_path / "extract").mkdir()
+    assert _settings_changed(tmp_path, s) is None          # interrupted before any record: resume
+    (tmp_path / "demo.json").write_text("{}")
+    assert _settings_changed(tmp_path, s) == "not recorded"  # a finished run of an older version
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"model": "m", "n": 2, "guidance": 3.0}))
+    assert _settings_changed(tmp_path, s) == "n 2 -> 4"
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(s))
+    assert _settings_changed(tmp_path, s) is None
+
+
+def test_cli_passes_its_defaults_and_exits_nonzero_on_a_failed_stage(tmp_path, monkeypatch, capsys):
+    import diffmem.studies.demo as demo_mod
+    from diffmem import cli
+    from diffmem.studies.demo import DemoResult, Stage
+
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw, out=out)
+        r = DemoResult(tmp_path, world=object(), stages=[Stage("world", "done", result="ok"),
+                                                           Stage("extract", "failed", result="BadInputError: x")])
+        return r
+
+    monkeypatch.setattr(demo_mod, "run_demo", fake)
+    assert cli.main(["demo", "--out", str(tmp_path), "--quiet"]) == 1
+    assert seen["n"] == demo_mod.DEMO_N == 4 and seen["amg_n"] == demo_mod.AMG_N and seen["out"] == str(tmp_path)
+    assert "extract  FAILED: BadInputError: x" in capsys.readouterr().out

@@ -340,3 +340,32 @@ def test_ranking_by_detection_magnitude_of_a_memorizing_model(tiny_world, tmp_pa
     assert {x.prompt for x in e[:n_dup]} == {g["caption"] for g in gt["duplicate_groups"]}
     assert all(m > 0 for m in mags[:n_dup]) and all(m == 0 for m in mags[n_dup:])
     assert set(e[0].evidence["magnitudes"]) >= {"content", "motion", "total"}
+
+
+def test_cli_ranks_by_the_magnitude_of_a_named_model(tiny_world, tmp_path, capsys):
+    """`--model builtin:tiny-t2v` (committed weights, no download): the model is loaded by name and every
+    prompt's evidence carries its detection magnitudes, as the detection study scores them."""
+    import math
+
+    from diffmem import cli
+    from diffmem.detect.calibrate import DetectSettings
+    from diffmem.models import load_adapter
+    from diffmem.studies.detect import prompt_scores
+
+    out = tmp_path / "m.jsonl"
+    assert cli.main(["prompts", str(tiny_world / "train.parquet"), "--out", str(out), "--no-content",
+                     "--model", "builtin:tiny-t2v", "--detect-seeds", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "ranked by detection magnitude" in text and "magnitude=" in text
+    e = read_prompts(out)
+    mags = [x.evidence["magnitude"] for x in e]
+    assert len(e) > 3 and mags == sorted(mags, reverse=True) and mags[0] > mags[-1] > 0
+    for x in e:  # one seed, one step: the orthogonal split holds exactly per prompt
+        m = x.evidence["magnitudes"]
+        assert x.evidence["magnitude"] == m["total"]
+        assert math.isclose(m["content"] ** 2 + m["motion"] ** 2, m["total"] ** 2, rel_tol=1e-4)
+    ref = prompt_scores(load_adapter("builtin:tiny-t2v"), [x.prompt for x in e], DetectSettings(seeds=1, steps=1))
+    for x in e:
+        assert x.evidence["magnitude"] == pytest.approx(ref[x.prompt]["total"], rel=1e-5)
+    summary = json.loads((tmp_path / "m.summary.json").read_text())
+    assert summary["ranking"] == "detection magnitude" and summary["config"]["model"] == "builtin:tiny-t2v"

@@ -277,9 +277,15 @@ def _gif(path: Path, fps: float | None = None, size: int = 64, max_frames: int =
     from ..io.video import read_frames, resize_frames
 
     try:
-        fr = read_frames(path).array[:max_frames]
+        frames = read_frames(path)
     except Exception:  # the report shows the ids even when a file went missing since the audit
         return None
+    fr, ts = frames.array, np.asarray(frames.timestamps, dtype=float)
+    if fps is None and len(ts) > 1 and ts[-1] > ts[0]:
+        fps = (len(ts) - 1) / (ts[-1] - ts[0])  # play at the clip's own rate: a 4 fps sample beside an 8 fps original
+    if len(fr) > max_frames:  # keep the whole clip, at a lower rate
+        step = int(np.ceil(len(fr) / max_frames))
+        fr, fps = fr[::step], (fps or 8.0) / step
     fr = resize_frames(fr, size)
     return png_data_uri(fr[0]) if len(fr) == 1 else gif_data_uri(fr, fps or 8.0)
 

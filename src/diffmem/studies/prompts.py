@@ -631,7 +631,7 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
         content_threshold = DEFAULT_CONTENT_THRESHOLD
     mags = None
     if model is not None:
-        mags = _magnitude_function(model, seeds=detect_seeds, steps=detect_steps, device=device)
+        mags = _magnitude_function(model, seeds=detect_seeds, steps=detect_steps, device=device, progress=progress)
     entries = curate_prompts([it.id for it in items], [it.caption for it in items], vectors=vectors,
                              content_threshold=content_threshold, caption_threshold=caption_threshold,
                              ngram=ngram, min_count=min_count, top=top, magnitudes=mags,
@@ -705,8 +705,9 @@ def _descriptor(name: str):
     return BuiltinDescriptor()
 
 
-def _magnitude_function(model: str, *, seeds: int, steps: int, device: str | None):
-    """prompts -> {content, motion, total} detection magnitudes of `model` (diffmem.detect; total ranks)."""
+def _magnitude_function(model, *, seeds: int, steps: int, device: str | None, progress: bool = True):
+    """prompts -> {content, motion, total} detection magnitudes of `model` (a spec or `DenoiserAdapter`),
+    from the detection study's `prompt_scores`; `curate_prompts` ranks by total and keeps all three."""
     from ..detect.calibrate import DetectSettings
     from .detect import load_model, prompt_scores
 
@@ -714,7 +715,7 @@ def _magnitude_function(model: str, *, seeds: int, steps: int, device: str | Non
     settings = DetectSettings(seeds=seeds, steps=steps)
 
     def score(prompts: list[str]) -> list[dict]:
-        s = prompt_scores(adapter, prompts, settings, progress=True)
+        s = prompt_scores(adapter, prompts, settings, progress=progress)
         return [s[p] for p in prompts]
 
     return score
