@@ -61,6 +61,11 @@ def test_evaluate_writes_the_table_and_resumes(toy, tmp_path):
     # the toy copies its duplicated clip; AMG lowers the content scores of those samples
     assert tab["baseline"]["dup_content_memorized_pct"] == 100.0
     rows = pd.read_parquet(tmp_path / "amg_samples.parquet")
+    from diffmem.io.video import read_frames
+    fr = read_frames(rows.iloc[0]["path"]).array.astype(int)
+    by_pair = [np.abs(fr[i + 1] - fr[i]).mean() for i in range(len(fr) - 1)]  # flicker, pair by pair
+    assert rows.iloc[0]["flicker"] == pytest.approx(np.mean(by_pair), rel=1e-5)
+    assert tab["baseline"]["flicker"] == pytest.approx(rows[rows.variant == "baseline"]["flicker"].mean(), rel=1e-6)
     dup = rows[rows.group == "duplicated_video"].groupby("variant")["content_score"].mean()
     assert dup["full"] < dup["baseline"]
     # novel prompts never trigger: their samples are the baseline's, file for file

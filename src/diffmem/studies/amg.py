@@ -16,7 +16,7 @@ each through `studies.generate.generate` (so resumable), and measures per sample
 (max over frames of the nearest training-frame similarity), motion score and verdict (the motion
 audit with natural motion filtering), and alignment; per variant: Top-5 % (95th percentile of the
 content scores), Top-1 (max), % above tau_c, % content- and motion-memorized among the duplicated
-prompts, the quality distance to the training frames, alignment, and wall time.
+prompts, the quality distance to the training frames, alignment, frame-to-frame change (`flicker`), and wall time.
 """
 from __future__ import annotations
 
@@ -571,6 +571,9 @@ def _measure_variant(vdir: Path, name: str, training, auditor, align, roles, log
             rows.append(row)
             continue
         row.update(training.content_score(fr))
+        # frame-to-frame change (mean |difference| of consecutive frames, 0-255): damage that a distance
+        # in descriptor space can miss, e.g. one frame blown out by too strong a dissimilarity push
+        row["flicker"] = float(np.abs(np.diff(fr.astype(np.float32), axis=0)).mean()) if len(fr) >= 2 else None
         row["content_memorized"] = row["content_score"] > training.tau_c
         if auditor is not None and len(fr) >= 2:
             m = auditor.score_frames(sid, fr)
@@ -615,6 +618,7 @@ def amg_table(rows: Sequence[dict], tau_c: float, tau_m: float, timing: dict | N
                "motion_prompts_motion_memorized_pct": _pct(mot.get("motion_memorized")),
                "all_motion_memorized_pct": _pct(d.get("motion_memorized")),
                "aligned_pct": _pct(d.get("aligned")),
+               "flicker": float(d["flicker"].mean()) if "flicker" in d and d["flicker"].notna().any() else None,
                "clip_score": float(d["clip_score"].mean()) if "clip_score" in d else None}
         if "amg_triggered_steps" in d and d["amg_triggered_steps"].notna().any():
             row["mean_triggered_steps"] = float(d["amg_triggered_steps"].fillna(0).mean())
@@ -666,7 +670,7 @@ def evaluation_html(result: dict, rows: Sequence[dict], out: Path) -> str:
     tab = result["table"]
     cols = [c for c in ("variant", "n", "top5", "top1", "pct_above_tau", "dup_content_memorized_pct",
                         "motion_prompts_motion_memorized_pct", "quality_metric", "quality", "aligned_pct",
-                        "clip_score", "mean_triggered_steps", "novel_triggered_pct", "sec_per_sample")
+                        "clip_score", "flicker", "mean_triggered_steps", "novel_triggered_pct", "sec_per_sample")
             if any(r.get(c) is not None for r in tab)]
     body = [f"<p>tau_c = {result['tau_c']:.3f} ({esc(result['descriptor']['name'])}), tau_m = {result['tau_m']}</p>",
             table(cols, [[_fmt(r.get(c)) for c in cols] for r in tab])]
