@@ -530,10 +530,18 @@ def demo_report(result: DemoResult, out: Path) -> str:
         parts.append("<h2>Inference-time detection</h2>")
         if det.status == "done":
             roc = _roc_uri(out)
+            aucs = [v.get("auc") for v in (det.detail.get("evaluation") or {}).values() if isinstance(v, dict)]
+            below = ""
+            if aucs and all(a is not None and a < 0.5 for a in aucs):
+                below = (" Here every AUC is <em>below</em> chance: memorized prompts change the prediction less "
+                         "than novel ones. On the committed tiny model this is measured and explained in the "
+                         "README's detection section: the caption's background word sets the magnitude, and along "
+                         "memorized paths the prompt-free prediction already heads to the same clip, the opposite "
+                         "of what Wen et al. found on Stable Diffusion.")
             parts.append("<p>Each prompt is scored before any video is made, from how much the prompt changes the "
                          "model's noise prediction in the first denoising step (content and motion magnitudes), "
                          "and the scores are compared with the audit's verdict (did the prompt extract anything). "
-                         "AUC 1 = perfect separation, 0.5 = chance.</p><p>" + esc(det.result) + "</p>"
+                         "AUC 1 = perfect separation, 0.5 = chance." + below + "</p><p>" + esc(det.result) + "</p>"
                          + (img(roc, "ROC", height=None) if roc else "<p>(no ROC: needs both kinds of prompt)</p>"))
         else:
             parts.append(f"<p>{esc(det.status)}: {esc(det.result)}</p>")
