@@ -21,8 +21,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# every benchmark at its quick setting (the README names the larger runs it quotes)
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(VENV)/bin/diffmem world make bench-out/world --seed 0 --size small
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_flow.py
+	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_detect.py cost
+	$(PY) benchmarks/bench_amg.py --world bench-out/world
+	$(PY) benchmarks/bench_scale.py --sizes 100000
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out bench-out
