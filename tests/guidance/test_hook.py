@@ -1,5 +1,4 @@
 """The AMG sampler hook on a toy memorizing denoiser."""
-import math
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """sigma_t: content (descriptor + neighbours), pixel (-nL2), motion proxy."""
-import math
 
 import numpy as np
 import pytest

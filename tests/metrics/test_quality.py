@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffmem.errors import BadInputError, DiffmemError
-from diffmem.metrics.quality import (CLIPScore, DescriptorFeatures, FrechetDistance, InceptionFeatures, WorldAlignment,
+from diffmem.metrics.quality import (CLIPScore, FrechetDistance, InceptionFeatures, WorldAlignment,
                                      frechet_distance, gaussian_stats, parse_world_caption, quality_distance)
 
 

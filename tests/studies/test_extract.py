@@ -1,7 +1,6 @@
 """The extraction study's tables and report, from hand-built audit rows."""
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -215,7 +215,7 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
     if config.negative_prompt:
         raise DiffmemError("magnitudes are defined against the empty prompt; config has a negative prompt")
     distinct = list(dict.fromkeys(prompts))
-    device, dtype = adapter.device, adapter.dtype
+    device = adapter.device
     sched = adapter.make_scheduler(config.scheduler)
     sched.set_timesteps(config.num_steps, device=device)
     t = sched.timesteps[0]

@@ -56,6 +56,21 @@ class BuildReport:
                 "skipped": [s.as_dict() for s in self.skipped], "n_vectors": len(self.index)}
 
 
+def open_build_target(out, manifest, desc, *, fps, factory: str, search_params: str | None,
+                      shard_size: int) -> VectorIndex:
+    """The index a build writes into: `out` created, or reopened to resume / extend when its descriptor
+    policy, factory and frame rate are the same (one place for both engines, local and Ray)."""
+    out = Path(out)
+    config = {"fps": fps, "train": str(getattr(manifest, "source", None) or manifest.root),
+              "descriptor": desc.policy.name}
+    index = VectorIndex.open_or_create(out, dim=desc.dim, policy=desc.policy, factory=factory, metric="ip",
+                                       search_params=search_params, config=config, shard_size=shard_size)
+    if index.config.get("fps") != fps:
+        raise DiffmemError(f"{out}: the index samples frames at fps={index.config.get('fps')}, not {fps}; "
+                           "use the same --fps or build a new index")
+    return index
+
+
 def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str | None = None,
                         sha256: str | None = None, fps: float | None = DEFAULT_FPS, factory: str = "Flat",
                         device: Any = "cpu", batch_size: int = 64, progress: bool = True,
@@ -69,14 +84,8 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
 
     manifest = train if isinstance(train, Manifest) else load_manifest(train)
     desc = load_descriptor(descriptor, policy=policy, sha256=sha256, device=device)
-    out = Path(out)
-    config = {"fps": fps, "train": str(getattr(manifest, "source", None) or manifest.root),
-              "descriptor": desc.policy.name}
-    index = VectorIndex.open_or_create(out, dim=desc.dim, policy=desc.policy, factory=factory, metric="ip",
-                                       search_params=search_params, config=config, shard_size=shard_size)
-    if index.config.get("fps") != fps:
-        raise DiffmemError(f"{out}: the index samples frames at fps={index.config.get('fps')}, not {fps}; "
-                           "use the same --fps or build a new index")
+    index = open_build_target(out, manifest, desc, fps=fps, factory=factory, search_params=search_params,
+                              shard_size=shard_size)
     report = BuildReport(index)
     for s in manifest.skipped:
         index.add_skipped(s.as_dict())

@@ -244,8 +244,8 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
     """
     from ..data.manifest import Manifest, load_manifest
     from ..features import load_descriptor
-    from .content import DEFAULT_FPS, BuildReport
-    from .faiss_index import VectorIndex, is_exact
+    from .content import DEFAULT_FPS, BuildReport, open_build_target
+    from .faiss_index import is_exact
     from .sharded import build_compressed
 
     fps = DEFAULT_FPS if fps is None else fps
@@ -254,13 +254,8 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
     # before any cluster time is spent); the actors load their own
     desc = load_descriptor(descriptor, policy=policy, sha256=sha256, device="cpu")
     out = Path(out)
-    config = {"fps": fps, "train": str(getattr(manifest, "source", None) or manifest.root),
-              "descriptor": desc.policy.name}
-    index = VectorIndex.open_or_create(out, dim=desc.dim, policy=desc.policy, factory=factory, metric="ip",
-                                       search_params=search_params, config=config, shard_size=shard_size)
-    if index.config.get("fps") != fps:
-        raise DiffmemError(f"{out}: the index samples frames at fps={index.config.get('fps')}, not {fps}; "
-                           "use the same --fps or build a new index")
+    index = open_build_target(out, manifest, desc, fps=fps, factory=factory, search_params=search_params,
+                              shard_size=shard_size)
     report = BuildReport(index)
     report.engine = {"engine": "ray", "tasks": 0, "tasks_run": 0, "tasks_from_staging": 0}
     for s in manifest.skipped:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -455,7 +455,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     auditor = MotionAuditor(training.motion_index, MotionAuditConfig(policy=training.motion_index.policy),
                             groups=training.groups) if training.n_motion_windows else None
     align = _alignment(entries, adapter, clip, fps, size)
-    rows, per_variant, traces = [], {}, {}
+    rows, per_variant = [], {}
     for name in config.variants:
         vdir = out / "variants" / name
         hooks, extra = [], {"variant": name}

@@ -25,7 +25,6 @@ Motion is audited at the lower of the motion policy's rate and the generated vid
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import BadInputError, DiffmemError
+from ..errors import DiffmemError
 from .prompts import PromptEntry
 
 __all__ = ["VERDICTS", "SAMPLE_COLUMNS", "run_extract", "tabulate", "score_summary", "samples_table", "prompt_labels",
@@ -216,7 +215,7 @@ def extract_report(per_prompt: pd.DataFrame, summary: dict, samples: pd.DataFram
     """The HTML page: headline, per-group and per-prompt tables, score histograms, and the extracted
     examples beside their training originals (`clip_pairs`: dicts with prompt, verdict, scores,
     generated / original data URIs and ids, built by `run_extract`)."""
-    from ..io.html import config_block, esc, img, page, table
+    from ..io.html import config_block, img, page, table
 
     o = summary["overall"]
     parts = [
