@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--check-every", default="1,5",
                     help="AMG variants to time: similarity measured every k-th step, comma-separated (default 1,5)")
     ap.add_argument("--cache", default=None, help="folder for the training reference cache")
+    # 1 by default, as the demo: on 2 cores the small descriptor convolutions ran ~2x slower with 2 threads
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's default)")
     ap.add_argument("--proxy", action="store_true", help="measure the motion proxy against OFS-k instead")
     args = ap.parse_args()
 
@@ -53,6 +55,11 @@ def main() -> None:
     if not args.world:
         ap.error("--world is required (the model's training world)")
 
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
     from diffmem.models.registry import load_adapter
     from diffmem.models.sampler import SamplerConfig, sample
     from diffmem.studies.amg import AMGSettings, TrainingReference, build_amg_hook
