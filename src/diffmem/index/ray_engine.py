@@ -226,6 +226,18 @@ def _plain(row: dict) -> dict:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
 
 
+def actor_pool(ray, n_tasks: int, device, num_actors: int | None, gpus_per_actor: float | None):
+    """(actors, GPUs per actor) for a `map_batches` actor pool: a GPU each when the cluster has GPUs
+    and `device` is not "cpu", one actor per GPU (else per CPU) unless given, never more than tasks."""
+    res = ray.cluster_resources()
+    n_gpu = int(res.get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = 1 if n_gpu and device != "cpu" else 0
+    if num_actors is None:
+        num_actors = n_gpu if gpus_per_actor else max(1, int(res.get("CPU", 1)))
+    return max(1, min(int(num_actors), n_tasks)), gpus_per_actor
+
+
 # ------------------------------------------------------------------------------ the build
 
 def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: str | None = None,
@@ -295,13 +307,7 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
             ray = session.__enter__()
             started = True
         if to_run:
-            res = ray.cluster_resources()
-            n_gpu = int(res.get("GPU", 0))
-            if gpus_per_actor is None:
-                gpus_per_actor = 1 if n_gpu and device != "cpu" else 0
-            if num_actors is None:
-                num_actors = n_gpu if gpus_per_actor else max(1, int(res.get("CPU", 1)))
-            num_actors = max(1, min(int(num_actors), len(to_run)))
+            num_actors, gpus_per_actor = actor_pool(ray, len(to_run), device, num_actors, gpus_per_actor)
             actor_device = device or ("cuda" if gpus_per_actor else "cpu")
             ds = ray.data.from_items([{"name": n, "items": json.dumps(todo)} for n, todo in to_run],
                                      override_num_blocks=len(to_run))

@@ -131,7 +131,7 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateSettings = G
     """
     import time
 
-    from ..index.ray_engine import ray_session
+    from ..index.ray_engine import actor_pool, ray_session
 
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
@@ -158,13 +158,7 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateSettings = G
     t0 = time.time()
     if todo:
         with ray_session(address, num_cpus=num_cpus) as ray:
-            res = ray.cluster_resources()
-            n_gpu = int(res.get("GPU", 0))
-            if gpus_per_actor is None:
-                gpus_per_actor = 1 if n_gpu and device != "cpu" else 0
-            if num_actors is None:
-                num_actors = n_gpu if gpus_per_actor else max(1, int(res.get("CPU", 1)))
-            num_actors = max(1, min(int(num_actors), len(todo)))
+            num_actors, gpus_per_actor = actor_pool(ray, len(todo), device, num_actors, gpus_per_actor)
             ds = ray.data.from_items([{"task": json.dumps({k: t[k] for k in ("name", "prompts", "k0", "n")})}
                                       for t in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(_Generator, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),
