@@ -108,7 +108,7 @@ def extra_novel_prompts(world: Path, n: int, seed: int = 0) -> list[dict]:
     """Captions of sprite x background x common-motion combinations that no training clip carries."""
     import pandas as pd
 
-    from diffmem.data.world_clips import caption_of
+    from diffmem.world.clips import caption_of
 
     train = set(pd.read_parquet(world / "train.parquet")["caption"])
     voc = json.loads((world / "ground_truth.json").read_text())["vocabulary"]
@@ -196,7 +196,7 @@ def background_confound(detect_parquet: Path) -> dict:
 
 
 def quality(args) -> None:
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
     from diffmem.detect import DetectSettings
     from diffmem.studies.detect import run_detect
     from diffmem.studies.generate import GenerateSettings, generate

@@ -31,7 +31,7 @@ def _timeit(fn, min_time: float = 1.0, min_reps: int = 3) -> float:
 
 def bench_flow(sides=(64, 128, 256), n_pairs: int = 8) -> list[dict]:
     from diffmem.flow import get_estimator
-    from diffmem.flow.synthetic import camera_video
+    from diffmem.world.synthetic import camera_video
 
     rows = []
     for side in sides:
@@ -49,9 +49,10 @@ def bench_flow(sides=(64, 128, 256), n_pairs: int = 8) -> list[dict]:
 def bench_search(sizes=(10_000, 100_000), n_queries: int = 64, compressed: bool = False) -> list[dict]:
     import tempfile
 
-    from diffmem.flow.synthetic import motion_corpus
-    from diffmem.metrics.motion import MotionPolicy, NMFConfig, VideoMotion
-    from diffmem.studies.motion_audit import MotionIndex
+    from diffmem.world.synthetic import motion_corpus
+    from diffmem.features.motion import MotionPolicy, VideoMotion
+    from diffmem.index.motion import MotionIndex
+    from diffmem.metrics.motion import NMFConfig
 
     policy = MotionPolicy()
     train, gen = motion_corpus(seed=0, n_sprites=8, pans_per_direction=2, n_zooms=2, n_stills=1, n_copies=4,
@@ -75,7 +76,8 @@ def bench_search(sizes=(10_000, 100_000), n_queries: int = 64, compressed: bool 
                 t = time.perf_counter()
                 index.close()
                 build = time.perf_counter() - t
-                sec = _timeit(lambda: index.neighbours(queries, nmf), min_time=0.5) / n_queries
+                sec = _timeit(lambda: index.neighbours(queries, tau=nmf.tau_m, static_px=nmf.static_px,
+                                                        enough_groups=nmf.natural_groups), min_time=0.5) / n_queries
             rows.append({"index_windows": n, "factory": factory, "build_s": build, "queries_per_s": 1 / sec,
                          "ms_per_query": 1e3 * sec, "bare_matmul_ms_per_query": 1e3 * plain,
                          "nmf_search_vs_bare": plain / sec})
@@ -106,9 +108,11 @@ def calibrate(seeds=(0, 1, 2), fpr: float = 0.01) -> dict:
     """
     import itertools
 
-    from diffmem.flow.synthetic import motion_corpus
-    from diffmem.metrics.motion import MotionPolicy, NMFConfig, describe_motion, ofs_k_windows
-    from diffmem.studies.motion_audit import MotionAuditConfig, MotionAuditor, MotionIndex
+    from diffmem.world.synthetic import motion_corpus
+    from diffmem.features.motion import MotionPolicy, describe_motion
+    from diffmem.index.motion import MotionIndex
+    from diffmem.metrics.motion import NMFConfig, ofs_k_windows
+    from diffmem.studies.motion_audit import MotionAuditConfig, MotionAuditor
 
     policy = MotionPolicy()
     novel, copies, still_motion, moving_motion = [], [], [], []
@@ -188,12 +192,13 @@ def _world_rows(cfg, tmp: str) -> list[dict]:
     those sources (duplicated), common motions, pans and still shots; negatives are new still shots
     and pans over new content."""
     try:
-        from diffmem.data import world as W
+        from diffmem import world as W
     except ImportError:
         return []
-    from diffmem.flow.synthetic import SynthClip
-    from diffmem.metrics.motion import describe_motion
-    from diffmem.studies.motion_audit import MotionAuditor, MotionIndex
+    from diffmem.world.synthetic import SynthClip
+    from diffmem.features.motion import describe_motion
+    from diffmem.index.motion import MotionIndex
+    from diffmem.studies.motion_audit import MotionAuditor
 
     rng = np.random.default_rng(7)
     cfgw = W.SIZES["small"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffmem import cli
-from diffmem.data.world_clips import ClipSpec, render_clip
+from diffmem.world.clips import ClipSpec, render_clip
 from diffmem.features.edits import apply_edit
 from diffmem.io.video import write_video
 

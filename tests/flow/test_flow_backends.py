@@ -4,7 +4,7 @@ import pytest
 
 from diffmem.errors import DiffmemError
 from diffmem.flow import FlowPolicy, get_estimator, to_common_resolution, video_flow
-from diffmem.flow.synthetic import camera_video, random_trajectory, sprite_video
+from diffmem.world.synthetic import camera_video, random_trajectory, sprite_video
 
 # Mean endpoint error bounds (px), interior 80 % of the frame. Measured on this machine (128 px):
 # DIS 0.008 / 0.036 / 0.030, Farneback 0.008 / 0.082 / 0.061 for translate / rotate / zoom.

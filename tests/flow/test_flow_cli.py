@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffmem import cli
-from diffmem.flow.synthetic import camera_video
+from diffmem.world.synthetic import camera_video
 from diffmem.io.video import read_frames, write_video
 
 

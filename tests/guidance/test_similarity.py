@@ -114,7 +114,7 @@ def test_motion_proxy_recovers_a_translation():
 
 
 def test_proxy_windows_follow_the_motion_definition():
-    from diffmem.metrics.motion import phi, window_descriptors
+    from diffmem.features.motion import phi, window_descriptors
 
     pooled = torch.randn(1, 7, 8, 8, 2, generator=torch.Generator().manual_seed(0))
     win, motion = proxy_windows(pooled, k=4)

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffmem.data.world_clips import ClipSpec, render_clip
+from diffmem.world.clips import ClipSpec, render_clip
 from diffmem.errors import DiffmemError, PolicyMismatchError
 from diffmem.index import VectorIndex, build_content_index, open_content_index
 from diffmem.index import content as content_mod

@@ -17,7 +17,7 @@ from diffmem.index import VectorIndex, build_content_index
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A slice of the tiny synthetic world (videos, duplicates, images) plus one corrupt file."""
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
 
     root = tmp_path_factory.mktemp("world")
     make_world(root, seed=0, size="tiny")

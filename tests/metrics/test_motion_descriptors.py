@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from diffmem.flow import FlowPolicy
-from diffmem.metrics.motion import (MotionPolicy, OFSk, VideoMotion, describe_motion, ofs_k, ofs_k_windows, peak_motion,
-                                    phi, pool_flow, window_descriptors, window_motion)
+from diffmem.features.motion import (MotionPolicy, VideoMotion, describe_motion, peak_motion, phi, pool_flow,
+                                     window_descriptors, window_motion)
+from diffmem.metrics.motion import OFSk, ofs_k, ofs_k_windows
 
 
 def slow_pool(flow, g):
@@ -118,7 +119,7 @@ def test_metric_object_matches_functional():
 
 
 def test_describe_motion_on_a_real_flow():
-    from diffmem.flow.synthetic import camera_video
+    from diffmem.world.synthetic import camera_video
 
     frames, gt = camera_video("translate", (1.0, 0.5), n_frames=7, size=(64, 64))
     vm = describe_motion(frames, MotionPolicy(flow=FlowPolicy("dis", 128), grid=8, k=4))

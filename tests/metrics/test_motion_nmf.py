@@ -1,8 +1,9 @@
 """Natural motion filtering and the item verdict, on hand-made neighbour lists."""
 import numpy as np
 
-from diffmem.metrics.motion import (NMFConfig, Neighbour, WindowReport, assess_window, duplicate_groups,
-                                    search_windows_bruteforce, summarize)
+from diffmem.index.motion import Neighbour
+from diffmem.metrics.motion import (NMFConfig, WindowReport, assess_window, duplicate_groups, search_windows_bruteforce,
+                                    summarize)
 
 CFG = NMFConfig(tau_m=0.8, static_px=0.5, natural_groups=3)
 

@@ -13,7 +13,7 @@ NOVEL = "a face zigzags across stars"          # sprite, background and motion a
 
 @pytest.mark.slow
 def test_builtin_t2v_copies_duplicated_clip_only(tmp_path):
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
 
     make_world(tmp_path / "world", seed=0, size="small")
     train = distinct_training_clips(tmp_path / "world", frames=8, size=32)

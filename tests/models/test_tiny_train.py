@@ -16,7 +16,7 @@ MICRO = TrainConfig(size=16, frames=4, channels=(8, 16), blocks=1, text_dim=16, 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
 
     out = tmp_path_factory.mktemp("world")
     make_world(out, seed=0, size="tiny")

@@ -28,7 +28,7 @@ def _clip(frames_u8: np.ndarray) -> torch.Tensor:
 
 
 def world_patterns(world: Path, n_frames: int) -> dict[str, torch.Tensor]:
-    from diffmem.data.world import item_specs, render_clip
+    from diffmem.world import item_specs, render_clip
     from diffmem.io.video import read_frames
 
     world = Path(world)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from diffmem.data.world_clips import ClipSpec, render_clip
+from diffmem.world.clips import ClipSpec, render_clip
 from diffmem.features.edits import EDITS, apply_edit
 from diffmem.io.image import write_image
 from diffmem.io.video import write_video

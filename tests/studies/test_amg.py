@@ -161,7 +161,7 @@ def test_motion_proxy_tracks_ofs_k_on_world_clips():
 @pytest.mark.slow
 def test_cli_amg_evaluate_on_a_random_tiny_model_and_world(tmp_path):
     from diffmem import cli
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
     from diffmem.models.tiny import TinyConfig, TinyModel, build_vocab, save_tiny
 
     world = tmp_path / "world"

@@ -17,7 +17,7 @@ from _memorizer import WorldMemorizer  # noqa: E402
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
     from diffmem.studies.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")

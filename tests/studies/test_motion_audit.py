@@ -9,9 +9,10 @@ import pytest
 
 from diffmem.errors import PolicyMismatchError
 from diffmem.flow import FlowPolicy
-from diffmem.flow.synthetic import motion_corpus
-from diffmem.metrics.motion import MotionPolicy, describe_motion
-from diffmem.studies.motion_audit import MotionAuditConfig, MotionAuditor, MotionIndex, motion_match_html
+from diffmem.world.synthetic import motion_corpus
+from diffmem.features.motion import MotionPolicy, describe_motion
+from diffmem.index.motion import MotionIndex, build_motion_index
+from diffmem.studies.motion_audit import MotionAuditConfig, MotionAuditor, audit_motion, motion_match_html
 
 CORPUS = dict(n_frames=10, n_sprites=8, n_duplicates=5, pan_directions=4, pans_per_direction=5, n_zooms=0,
               n_stills=2, n_copies=4, n_subclips=2, n_novel=4, n_new_pans=4, n_new_stills=2, n_new_zooms=0)
@@ -152,7 +153,7 @@ def test_html_fragment_shows_both_clips_and_flows(corpus):
 def _clip_files(tmp_path):
     """Three training videos on disk (one a byte copy of another), an image, and a broken file."""
     from diffmem.data.manifest import Item
-    from diffmem.flow.synthetic import random_trajectory, sprite_video
+    from diffmem.world.synthetic import random_trajectory, sprite_video
     from diffmem.io.video import write_video
 
     rng = np.random.default_rng(5)
@@ -173,8 +174,7 @@ def _clip_files(tmp_path):
 
 
 def test_index_and_audit_from_files_skip_bad_ones_and_resume(tmp_path, monkeypatch):
-    from diffmem.studies import motion_audit
-    from diffmem.studies.motion_audit import audit_motion, build_motion_index
+    from diffmem.index import motion as motion_index
 
     items = _clip_files(tmp_path)
     index, skipped = build_motion_index(items[:1], tmp_path / "idx")
@@ -184,8 +184,8 @@ def test_index_and_audit_from_files_skip_bad_ones_and_resume(tmp_path, monkeypat
     assert [(s.id, "broken.mp4" in s.path) for s in skipped] == [("broken", True)]
     assert len(index) == 3 * (7 - 4 + 1)
     # Resume: everything is there (or recorded as skipped), so nothing is read or computed again.
-    monkeypatch.setattr(motion_audit, "describe_motion", lambda *a, **k: pytest.fail("recomputed"))
-    monkeypatch.setattr(motion_audit, "read_motion_frames", lambda *a, **k: pytest.fail("re-read"))
+    monkeypatch.setattr(motion_index, "describe_motion", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(motion_index, "read_motion_frames", lambda *a, **k: pytest.fail("re-read"))
     again, skipped2 = build_motion_index(items, tmp_path / "idx")
     assert len(again) == len(index) and [s.id for s in skipped2] == ["broken"]
     monkeypatch.undo()
@@ -211,7 +211,7 @@ def test_world_clip_rerendered_in_another_appearance_is_motion(tmp_path):
     """The embedded world's own renderer: a bounce re-drawn with the same trajectory and sprite shape but
     other colours over another background is found as motion, full and from frame 4; a pan over new
     content and a still shot are natural (the training set holds six pans of that direction)."""
-    W = pytest.importorskip("diffmem.data.world")
+    W = pytest.importorskip("diffmem.world")
     policy = MotionPolicy()
     sources = [W.ClipSpec.make("cat", "bricks", "bounce", "right"), W.ClipSpec.make("rocket", "gravel", "bounce", "left")]
     train = {"bounce_cat": sources[0], "bounce_cat_dup": sources[0], "bounce_rocket": sources[1]}
@@ -258,7 +258,7 @@ def test_audit_end_to_end_with_the_motion_part(tmp_path):
     import pandas as pd
 
     from diffmem.data.manifest import Item, write_manifest
-    from diffmem.flow.synthetic import camera_video, random_trajectory, sprite_video, still_video
+    from diffmem.world.synthetic import camera_video, random_trajectory, sprite_video, still_video
     from diffmem.io.video import write_video
     from diffmem.studies.audit import audit
 

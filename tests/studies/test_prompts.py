@@ -263,7 +263,7 @@ def test_missing_file_and_wrong_columns(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from diffmem.data.world import make_world
+    from diffmem.world import make_world
 
     out = tmp_path_factory.mktemp("world")
     make_world(out, seed=0, size="tiny")

@@ -42,7 +42,8 @@ def _motion_config(args):
     from dataclasses import replace
 
     from ..flow import FlowPolicy
-    from ..metrics.motion import MotionPolicy, NMFConfig
+    from ..features.motion import MotionPolicy
+    from ..metrics.motion import NMFConfig
     from ..studies.motion_audit import MotionAuditConfig
 
     nmf = NMFConfig() if args.motion_threshold is None else replace(NMFConfig(), tau_m=args.motion_threshold)

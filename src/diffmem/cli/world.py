@@ -28,7 +28,7 @@ def register(sub):
 
 
 def run_make(args) -> int:
-    from ..data.world import make_world
+    from ..world import make_world
 
     summary = make_world(args.out, seed=args.seed, size=args.size, force=args.force, progress=sys.stderr.isatty())
     print(summary.format())

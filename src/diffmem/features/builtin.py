@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from .base import Descriptor
 from .policy import DescriptorPolicy
 
-# Measured by `python -m diffmem.features.calibrate` (see its docstring for the procedure);
+# Measured by `python -m diffmem.world.calibrate` (see its docstring for the procedure);
 # filled in from that run and checked by tests/features/test_builtin.py.
 CALIBRATION = {
     "threshold": 0.817,
     "fpr_target": 0.01,
     "procedure": ("99th percentile of the nearest-reference similarity of 452 known-novel 64 px frames "
                   "(bundled scikit-image windows, LFW faces, synthetic-world frames of other sources) "
-                  "against 490 reference frames; `python -m diffmem.features.calibrate`"),
+                  "against 490 reference frames; `python -m diffmem.world.calibrate`"),
     # measured by that run (seed 0): novel-frame quantiles and the pair-level false-positive rate at tau_c
     "novel_median": 0.576, "novel_p95": 0.766, "novel_max": 0.857, "pair_fpr": 2.7e-5,
 }
@@ -87,7 +87,7 @@ class BuiltinDescriptor(Descriptor):
     """Weight-free, differentiable copy descriptor for small frames (see the module docstring)."""
 
     # Changing any of these changes the vectors: bump VERSION (it is in the policy fingerprint) and
-    # re-run `python -m diffmem.features.calibrate`.
+    # re-run `python -m diffmem.world.calibrate`.
     VERSION = "1"
     THUMB, THUMB_SIGMA, THUMB_WEIGHT = 8, 1.0, 0.6
     GRIDS = ((6, 0), (4, 1))  # (cells per side, pyramid level: 0 = 64 px, 1 = 32 px)

@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..io.video import resize_frames
+
 
 def _clip(x) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
@@ -68,13 +70,6 @@ def jpeg(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def _resize(im: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
-    interp = cv2.INTER_AREA if h * w < im.shape[0] * im.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(im, (w, h), interpolation=interp)
-
-
 def crop(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     """Keep a random 88-94 % window (each side) and scale it back to the original size."""
     rng = np.random.default_rng(rng)
@@ -82,7 +77,7 @@ def crop(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     f = 1 - strength * rng.uniform(0.06, 0.12)
     ch, cw = max(2, round(h * f)), max(2, round(w * f))
     top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    return _resize(im[top:top + ch, left:left + cw], h, w)
+    return resize_frames(im[top:top + ch, left:left + cw], (h, w))
 
 
 def shift(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
@@ -101,7 +96,7 @@ def rescale(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     """Down to 50 % and back up: the detail a lower-resolution model would lose."""
     h, w = im.shape[:2]
     f = 1 - 0.5 * strength
-    return _resize(_resize(im, max(2, round(h * f)), max(2, round(w * f))), h, w)
+    return resize_frames(resize_frames(im, (max(2, round(h * f)), max(2, round(w * f)))), (h, w))
 
 
 EDITS: dict[str, Callable[..., np.ndarray]] = {

@@ -1,4 +1,4 @@
-"""Quality and text alignment of generated samples: Frechet distances, CLIP score, world alignment.
+"""Quality and text alignment of generated samples: Frechet distances, CLIP score.
 
 Frechet distance between Gaussians fitted to two feature sets (Heusel et al., 2017):
 
@@ -16,14 +16,12 @@ settings at equal n, as AMG's table does.
 Text alignment:
 - `clip_score`: 100 * max(cos(image, text), 0) with local CLIP weights (Hessel et al., 2021),
   averaged over a clip's frames, then over clips;
-- `WorldAlignment`: for the embedded world, whether the generated clip shows the captioned sprite
-  (analysis by synthesis with the world's sprites and textures) and the captioned motion (nearest,
-  by OFS-k, of reference trajectories of every motion), a zero-shot check built from the world itself.
+- the embedded world's own judge of text alignment (captioned sprite and motion) is
+  `diffmem.world.judge.WorldAlignment`.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BadInputError, DiffmemError
+from ..io.video import resize_frames
 
 FEATURE_SPACES = ("builtin", "inception")
 
@@ -165,21 +164,12 @@ def quality_distance(generated: Sequence[np.ndarray], training: Sequence[np.ndar
     space = space or DescriptorFeatures()
     gen = np.concatenate([np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]) for c in generated])
     size = gen.shape[1:3]
-    tr = np.concatenate([_resize_uint8(np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]), size) for c in training])
+    tr = np.concatenate([resize_frames(np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]), size) for c in training])
     fd = FrechetDistance()
     fd.update(space(gen), real=False)
     fd.update(space(tr), real=True)
     d = space.describe()
     return {**d, "value": fd.compute(), "n_generated": int(len(gen)), "n_training": int(len(tr))}
-
-
-def _resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if tuple(frames.shape[1:3]) == tuple(size):
-        return frames
-    import cv2
-
-    interp = cv2.INTER_AREA if frames.shape[1] > size[0] else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=interp) for f in frames])
 
 
 # ----------------------------------------------------------------------------- CLIP score
@@ -256,205 +246,3 @@ def _as_tensor(out) -> torch.Tensor:
         if isinstance(v, torch.Tensor):
             return v
     raise DiffmemError(f"unexpected CLIP output {type(out).__name__}")
-
-
-# ----------------------------------------------------------------------------- world alignment
-
-@dataclass(frozen=True)
-class WorldCaption:
-    sprite: str | None
-    background: str
-    motion: str
-    direction: str
-
-
-def parse_world_caption(caption: str) -> WorldCaption | None:
-    """The parts of a caption written by the world's `caption_of`, or None if it is not one."""
-    from ..data.world_clips import BACKGROUNDS, DIRECTIONS, SPRITES, caption_of
-
-    text = " ".join(caption.lower().split())
-    for sprite in (None, *SPRITES):
-        if sprite is not None and sprite not in text:
-            continue
-        for bg in BACKGROUNDS:
-            if bg not in text:
-                continue
-            for motion, dirs in DIRECTIONS.items():
-                for d in dirs:
-                    try:
-                        if caption_of(sprite, bg, motion, d) == text:
-                            return WorldCaption(sprite, bg, motion, d)
-                    except (KeyError, TypeError):
-                        continue
-    return None
-
-
-class WorldAlignment:
-    """Does a generated clip show the captioned sprite and motion? (embedded world only)
-
-    Sprite, by analysis-by-synthesis with the world's own assets: each frame is located in the
-    caption's background texture (the offset with the least squared difference), and for every sprite
-    kind (3 instances x 3 sizes, every position) the squared error of "background + this sprite here"
-    is compared with "background alone"; the kind that explains the frames best (mean over frames of its
-    best relative improvement) is the sprite shown. Motion: the clip's OFS-k windows (DIS flow, the
-    motion metric's definitions) against the exact flow of reference clips of every motion and
-    direction; the best-matching reference names the motion ("static" when no window moves).
-    A clip is aligned when both agree with the caption; `compute()` returns the three rates.
-
-    Measured on rendered world clips (23, every motion, random sprites, backgrounds and texture
-    offsets): sprite 100 %, and 96 % / 87 % after a Gaussian blur of 0.8 / 1.2 px (tiny-model-like).
-    """
-
-    UPSCALE = 2        # frames and assets are compared at 2x the clip size
-    BLUR = 1.5         # analysis blur (px at 2x) on frames, texture and sprites alike: tolerates soft samples
-    SCALES = (0.25, 0.4, 0.6)  # sprite long side, in frame sides (the world's zooms span ~0.2-0.6)
-    INSTANCES = 3
-
-    def __init__(self, size: int = 32, n_frames: int = 8, fps: float = 4.0, static_px: float = 0.5):
-        self.size, self.n_frames, self.fps, self.static_px = int(size), int(n_frames), float(fps), float(static_px)
-        self._templates = None
-        self._textures: dict[str, np.ndarray] = {}
-        self._motion_refs: tuple[np.ndarray, list[tuple[str, str]]] | None = None
-        self.rows: list[dict] = []
-
-    def reset(self) -> None:
-        self.rows = []
-
-    def _sprite_templates(self):
-        if self._templates is None:
-            import cv2
-
-            from ..data.world_assets import load_sprite, n_instances
-            from ..data.world_clips import SPRITES
-
-            side, out = self.size * self.UPSCALE, {}
-            for kind in SPRITES:
-                temps = []
-                for inst in range(min(self.INSTANCES, n_instances(kind))):
-                    sp = load_sprite(kind, inst)
-                    h, w = sp.alpha.shape
-                    for s in self.SCALES:
-                        f = s * side / max(h, w)
-                        nh, nw = max(3, round(h * f)), max(3, round(w * f))
-                        rgb = cv2.resize(sp.rgb, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
-                        a = cv2.resize(sp.alpha, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float32)
-                        a3 = np.repeat(a[..., None], 3, axis=2)
-                        ra = cv2.GaussianBlur(rgb * a3, (0, 0), self.BLUR)
-                        a3 = cv2.GaussianBlur(a3, (0, 0), self.BLUR)
-                        temps.append((a3, ra, a3 * a3, a3 * ra, float((ra ** 2).sum())))
-                out[kind] = temps
-            self._templates = out
-        return self._templates
-
-    def _texture(self, background: str) -> np.ndarray:
-        if background not in self._textures:
-            import cv2
-
-            from ..data.world_assets import load_texture
-            from ..data.world_clips import texture_side
-
-            tex = load_texture(background, texture_side(self.size))
-            tex = cv2.resize(tex, None, fx=self.UPSCALE, fy=self.UPSCALE, interpolation=cv2.INTER_LINEAR)
-            self._textures[background] = cv2.GaussianBlur(tex.astype(np.float32), (0, 0), self.BLUR)
-        return self._textures[background]
-
-    def sprite_scores(self, frames_uint8: np.ndarray, background: str) -> dict[str, float]:
-        """Per sprite kind: mean over frames of min over placements of
-        (SSE(background + sprite) - SSE(background)) / SSE(background); lower = better explained."""
-        import cv2
-
-        tex = self._texture(background)
-        side = self.size * self.UPSCALE
-        temps = self._sprite_templates()
-        scores = {k: [] for k in temps}
-
-        def cc(img, t):
-            return cv2.matchTemplate(img, t, cv2.TM_CCORR)
-
-        for fr in _resize_uint8(np.asarray(frames_uint8), (self.size, self.size)):
-            f = cv2.resize(fr, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-            f = cv2.GaussianBlur(f, (0, 0), self.BLUR)
-            r = cv2.matchTemplate(tex, f, cv2.TM_SQDIFF)
-            y, x = np.unravel_index(int(r.argmin()), r.shape)
-            bg = np.ascontiguousarray(tex[y:y + side, x:x + side])
-            g = f - bg
-            base = float((g ** 2).sum()) + 1e-6
-            gbg, bg2 = g * bg, bg * bg
-            for kind, ts in temps.items():
-                best = 0.0
-                for a3, ra, a2, ara, c in ts:
-                    # sum over the sprite window of (g + a bg - a rgb)^2 - g^2, expanded into correlations
-                    v = 2 * cc(gbg, a3) - 2 * cc(g, ra) + cc(bg2, a2) - 2 * cc(bg, ara) + c
-                    best = min(best, float(v.min()))
-                scores[kind].append(best / base)
-        return {k: float(np.mean(v)) for k, v in scores.items()}
-
-    def _motions(self):
-        if self._motion_refs is None:
-            from ..data.world_clips import DIRECTIONS, ClipSpec, true_flow
-            from .motion import VideoMotion
-
-            wins, labels = [], []
-            for motion, dirs in DIRECTIONS.items():
-                if motion == "static":
-                    continue
-                for d in dirs:
-                    spec = ClipSpec.make("coin", "grass", motion, d, n_frames=self.n_frames, size=self.size, fps=self.fps)
-                    vm = VideoMotion.from_flows(true_flow(spec))
-                    keep = vm.motion > 0
-                    wins.append(vm.windows[keep])
-                    labels += [(motion, d)] * int(keep.sum())
-            self._motion_refs = (np.concatenate(wins), labels)
-        return self._motion_refs
-
-    def judge(self, frames_uint8: np.ndarray, caption: str) -> dict:
-        """{"sprite_ok", "motion_ok", "aligned", "sprite", "motion", "direction"} for one clip."""
-        want = parse_world_caption(caption)
-        if want is None:
-            raise DiffmemError(f"world alignment: {caption!r} is not a caption of the embedded world")
-        frames = np.asarray(frames_uint8)
-        if frames.ndim == 3:
-            frames = frames[None]
-        row = {"caption": caption}
-        if want.sprite is None:
-            row["sprite"], row["sprite_ok"] = None, True
-        else:
-            sc = self.sprite_scores(frames, want.background)
-            row["sprite"] = min(sc, key=sc.get)
-            row["sprite_ok"] = row["sprite"] == want.sprite
-        if len(frames) < 2:
-            row["motion"], row["direction"], row["motion_ok"] = None, "", True
-        else:
-            from .motion import describe_motion
-
-            vm = describe_motion(frames)
-            moving = vm.motion > self.static_px
-            if not moving.any():
-                row["motion"], row["direction"] = "static", ""
-            else:
-                refs, labels = self._motions()
-                sims = vm.windows[moving] @ refs.T
-                j = int(np.unravel_index(int(np.argmax(sims)), sims.shape)[1])
-                row["motion"], row["direction"] = labels[j]
-            # captions name the direction of linear motions and pans only
-            named = want.motion in ("linear", "pan")
-            row["motion_ok"] = row["motion"] == want.motion and (not named or row["direction"] == want.direction)
-        row["aligned"] = bool(row["sprite_ok"] and row["motion_ok"])
-        return row
-
-    def update(self, frames_uint8: np.ndarray, caption: str) -> dict:
-        row = self.judge(frames_uint8, caption)
-        self.rows.append(row)
-        return row
-
-    def compute(self) -> dict:
-        if not self.rows:
-            raise DiffmemError("world alignment: no clips given")
-        n = len(self.rows)
-        return {"aligned": sum(r["aligned"] for r in self.rows) / n,
-                "sprite": sum(r["sprite_ok"] for r in self.rows) / n,
-                "motion": sum(r["motion_ok"] for r in self.rows) / n, "n": n}
-
-    def describe(self) -> dict:
-        return {"metric": "world alignment", "size": self.size, "n_frames": self.n_frames, "fps": self.fps,
-                "static_px": self.static_px, "blur": self.BLUR, "scales": list(self.SCALES)}

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet, write_text
+from ..io.video import resize_frames
 
 VARIANTS = {
     "baseline": None,
@@ -186,8 +187,9 @@ class TrainingReference:
 
         from ..data.manifest import load_manifest
         from ..io.video import read_frames
-        from ..metrics.motion import MotionPolicy, duplicate_groups
-        from .motion_audit import build_motion_index
+        from ..features.motion import MotionPolicy
+        from ..index.motion import build_motion_index
+        from ..metrics.motion import duplicate_groups
 
         src = Path(source)
         neighbours, items_from_index = None, None
@@ -240,12 +242,12 @@ class TrainingReference:
             item_caps.append(it.caption)
             m = v.mean(0)
             item_means.append(m / max(float(np.linalg.norm(m)), 1e-12))
-            fd.append(_resize(fr, size) if size else fr)
+            fd.append(resize_frames(fr, (size, size)) if size else fr)
         if not vecs:
             raise DiffmemError(f"{source}: no readable training item")
         groups = duplicate_groups(item_ids, np.stack(item_means), dup_threshold)
         if fd and len({f.shape[1:] for f in fd}) > 1:  # mixed sizes: bring all to the first one's
-            fd = [_resize(f, fd[0].shape[1]) for f in fd]
+            fd = [resize_frames(f, (fd[0].shape[1],) * 2) for f in fd]
         ref = cls(ids=ids, frames_idx=fidx, captions=caps, vectors=np.concatenate(vecs), item_ids=item_ids,
                   item_captions=item_caps, groups=groups, motion_index=motion_index, fd_frames=np.concatenate(fd),
                   descriptor=descriptor, fps=fps, skipped=skipped, source=src, neighbours=neighbours)
@@ -377,12 +379,6 @@ def _items_of_index(index):
     return Manifest(items=items, skipped=[], root=Path(index.folder))
 
 
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    from ..metrics.quality import _resize_uint8
-
-    return _resize_uint8(frames, (size, size))
-
-
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -511,7 +507,8 @@ def _zeros_latents(adapter):
 
 
 def _alignment(entries, adapter, clip, fps, size):
-    from ..metrics.quality import CLIPScore, WorldAlignment, parse_world_caption
+    from ..metrics.quality import CLIPScore
+    from ..world.judge import WorldAlignment, parse_world_caption
 
     if clip:
         return CLIPScore(clip)
@@ -792,9 +789,10 @@ def proxy_agreement(n_per_motion: int = 2, *, size: int = 32, n_frames: int = 8,
     import torch
     from scipy.stats import pearsonr, spearmanr
 
-    from ..data.world_clips import BACKGROUNDS, DIRECTIONS, MOTIONS, SPRITES, ClipSpec, render_clip
+    from ..world.clips import BACKGROUNDS, DIRECTIONS, MOTIONS, SPRITES, ClipSpec, render_clip
     from ..guidance.similarity import MotionProxyPolicy, motion_proxy, proxy_windows
-    from ..metrics.motion import MotionPolicy, describe_motion, ofs_k_windows
+    from ..features.motion import MotionPolicy, describe_motion
+    from ..metrics.motion import ofs_k_windows
 
     proxy = proxy or MotionProxyPolicy()
     rng = np.random.default_rng(seed)

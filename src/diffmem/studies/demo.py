@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.world import WorldSummary, make_world
+from ..world import WorldSummary, make_world
 from ..errors import DiffmemError
 
 DEFAULT_MODEL = "builtin:tiny-t2v"
@@ -447,7 +447,7 @@ def _study_prompts(curated, world_prompts: Path, top: int | None, novel: int | N
 # ------------------------------------------------------------------------------------------------ report
 
 
-# What each prompt group of the study is (the world's groups, see `diffmem.data.world`), for the report.
+# What each prompt group of the study is (the world's groups, see `diffmem.world`), for the report.
 GROUP_NOTES = {
     "duplicated_video": "the caption of a training clip copied many times: memorization expected",
     "duplicated_image": "the caption of a training picture copied many times: memorization expected",

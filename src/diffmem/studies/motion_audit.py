@@ -17,15 +17,22 @@ pass `groups` (train_id -> group id), e.g. from `content_duplicate_groups`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..errors import BadInputError, PolicyMismatchError, Skipped
-from ..metrics.motion import (MotionMatch, MotionPolicy, MotionResult, NMFConfig, Neighbour, VideoMotion,
-                              assess_window, describe_motion, duplicate_groups, summarize)
+from ..data.manifest import Item
+from ..errors import BadInputError, Skipped
+from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
+from ..flow import get_estimator, to_common_resolution
+from ..flow.visualize import colour_wheel, flow_to_rgb
+from ..index.motion import MotionIndex, build_motion_index, check_motion_policy
+from ..io.html import esc, gif_data_uri, img, png_data_uri
+from ..metrics.motion import MotionMatch, MotionResult, NMFConfig, assess_window, duplicate_groups, summarize
 
 
 @dataclass(frozen=True)
@@ -48,188 +55,6 @@ class MotionAuditConfig:
                 "dup_threshold": self.dup_threshold, "search_k": self.search_k}
 
 
-def read_motion_frames(path: str | Path, policy: MotionPolicy) -> np.ndarray:
-    """Frames of a video sampled the way `policy` says (fps, max_frames). Raises BadInputError."""
-    from ..io.video import read_frames
-
-    arr = read_frames(path, fps=policy.fps).array
-    return arr if policy.max_frames is None else arr[: policy.max_frames]
-
-
-# ----------------------------------------------------------------------------- the index of training windows
-
-
-class MotionIndex:
-    """Phi_k windows of training videos in a `VectorIndex` folder (diffmem.index), one metadata row per
-    window: item_id (the training id), start (first frame of the window), motion (its window motion,
-    px/frame). The folder's policy is the motion policy (fingerprinted); opening it with another policy
-    is refused. Committed shards survive a kill; `build_motion_index` resumes from them.
-    """
-
-    def __init__(self, index, policy: MotionPolicy):
-        self.index, self.policy = index, policy
-        self._cols = None
-
-    @property
-    def dim(self) -> int:
-        return 2 * self.policy.grid ** 2 * self.policy.k
-
-    @property
-    def folder(self) -> Path:
-        return self.index.folder
-
-    @staticmethod
-    def _policy_record(policy: MotionPolicy) -> dict:
-        return {**policy.as_dict(), "name": policy.name, "fingerprint": policy.fingerprint}
-
-    @classmethod
-    def create(cls, folder: str | Path, policy: MotionPolicy | None = None, *, factory: str = "Flat",
-               shard_size: int = 65536) -> "MotionIndex":
-        """A new motion index folder, or the existing one built with the same policy (to resume or extend).
-
-        factory: FAISS factory string; exact ("Flat") by default, e.g. "IVF4096,Flat" for millions of
-        windows (candidates are re-ranked with the exact vectors, so OFS-k values stay exact)."""
-        from ..index import VectorIndex
-
-        policy = policy or MotionPolicy()
-        folder = Path(folder)
-        if (folder / "index.json").exists():
-            existing = cls.open(folder)
-            _check_policy(existing.policy, policy, f"motion index {folder}")
-            return existing
-        dim = 2 * policy.grid ** 2 * policy.k
-        idx = VectorIndex.create(folder, dim=dim, policy=cls._policy_record(policy), factory=factory, metric="ip",
-                                 config={"kind": "motion"}, shard_size=shard_size)
-        return cls(idx, policy)
-
-    @classmethod
-    def open(cls, folder: str | Path) -> "MotionIndex":
-        from ..index import VectorIndex
-
-        idx = VectorIndex.open(folder)
-        rec = idx.policy or {}
-        if rec.get("kind") != "motion":
-            raise BadInputError(folder, "not a motion index (its policy is not a motion policy)")
-        policy = MotionPolicy.from_dict({k: v for k, v in rec.items() if k not in ("name", "fingerprint")})
-        if policy.fingerprint != rec.get("fingerprint"):
-            raise BadInputError(folder, "motion policy record does not match its fingerprint (edited by hand?)")
-        return cls(idx, policy)
-
-    # building
-    def done(self, item_id: str) -> bool:
-        """Whether the item is indexed or was recorded as left out (unreadable, too short)."""
-        return self.index.has_item(item_id) or any(s.get("id") == item_id for s in self.index.skipped)
-
-    def add(self, train_id: str, motion: VideoMotion, path: str | Path = "") -> int:
-        """Index one training video's windows (buffered; `flush`/`close` commits). A video shorter than
-        k flows has no window: it is recorded as left out, with the reason."""
-        if motion.k != self.policy.k or (len(motion.windows) and motion.windows.shape[1] != self.dim):
-            raise PolicyMismatchError(f"motion of {train_id!r} was not made with this index's policy "
-                                      f"({self.policy.name})")
-        n = len(motion.windows)
-        if n == 0:
-            self.index.add_skipped({"id": train_id, "path": str(path), "reason":
-                                    f"too short for a motion window: {motion.n_flows} flows < k={self.policy.k}"})
-            return 0
-        self.index.add(motion.windows, [{"item_id": train_id, "start": j, "motion": float(m)}
-                                        for j, m in enumerate(motion.motion)])
-        self._cols = None
-        return n
-
-    def close(self) -> "MotionIndex":
-        self.index.close()
-        self._cols = None
-        return self
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def train_ids(self) -> list[str]:
-        meta = self.index.metadata
-        return list(dict.fromkeys(meta["item_id"])) if len(meta) else []
-
-    def _columns(self):
-        if self._cols is None:
-            meta = self.index.metadata
-            self._cols = (meta["item_id"].to_numpy(object), meta["start"].to_numpy(np.int64),
-                          meta["motion"].to_numpy(np.float64))
-        return self._cols
-
-    # querying
-    def neighbours(self, windows: np.ndarray, nmf: NMFConfig, groups: Mapping[str, str] | None = None,
-                   start_k: int = 64) -> list[list[Neighbour]]:
-        """For each query window: training windows, best first, containing every one above tau_m -- or
-        enough of them to reach `nmf.natural_groups` distinct groups -- and at least the best one that
-        is not static (the search widens 4x at a time until that holds)."""
-        groups = groups or {}
-        n = len(self)
-        windows = np.asarray(windows, np.float32)
-        out: list[list[Neighbour]] = [[] for _ in range(len(windows))]
-        if not n or not len(windows):
-            return out
-        tid, start, mot = self._columns()
-        todo = list(range(len(windows)))
-        k = max(1, int(start_k))
-        while todo:
-            k = min(k, n)
-            sims, rows = self.index.search(windows[todo], k)
-            again = []
-            for r, qi in enumerate(todo):
-                ok = rows[r] >= 0
-                nbs = [Neighbour(float(s), str(tid[i]), int(start[i]), float(mot[i]))
-                       for s, i in zip(sims[r][ok], rows[r][ok])]
-                moving = [nb for nb in nbs if nb.train_motion >= nmf.static_px]
-                seen = {groups.get(nb.train_id, nb.train_id) for nb in moving if nb.similarity > nmf.tau_m}
-                last = nbs[-1].similarity if nbs else -np.inf
-                if k >= n or (moving and last <= nmf.tau_m) or len(seen) >= nmf.natural_groups:
-                    out[qi] = nbs
-                else:
-                    again.append(qi)
-            todo, k = again, k * 4
-        return out
-
-
-def _check_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> None:
-    if have.fingerprint != want.fingerprint:
-        raise PolicyMismatchError(
-            f"motion policy mismatch: the {what} was made with {have.name!r} (fingerprint {have.fingerprint}) "
-            f"but {want.name!r} (fingerprint {want.fingerprint}) was given; use the same flow backend, "
-            f"resolution, grid, k and fps, or build a new motion index")
-
-
-def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
-                       factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False
-                       ) -> tuple[MotionIndex, list[Skipped]]:
-    """Index the training videos among `items` (manifest `Item`s) in folder `out`.
-
-    Resumes a killed build and extends an existing index with items it does not hold yet. Images have
-    no motion and are left out silently; unreadable files and videos shorter than k flows are recorded
-    in the index (`skipped`) and returned.
-    """
-    from tqdm.auto import tqdm
-
-    policy = policy or MotionPolicy()
-    index = MotionIndex.create(out, policy, factory=factory, shard_size=shard_size)
-    if estimator is None:
-        from ..flow import get_estimator
-
-        estimator = get_estimator(policy.flow.backend)
-    todo = [it for it in items if it.kind == "video" and not index.done(it.id)]
-    try:
-        for it in tqdm(todo, desc="motion index", unit="video", disable=not progress):
-            try:
-                frames = read_motion_frames(it.path, policy)
-            except BadInputError as e:
-                index.index.add_skipped(Skipped(it.id, str(it.path), e.reason).as_dict())
-                continue
-            index.add(it.id, describe_motion(frames, policy, estimator), it.path)
-    finally:
-        index.index.flush()  # whatever finished is kept, also on KeyboardInterrupt
-    index.close()
-    return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
-
-
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -239,21 +64,21 @@ class MotionAuditor:
     def __init__(self, index: MotionIndex, config: MotionAuditConfig | None = None,
                  groups: Mapping[str, str] | None = None, estimator=None):
         self.config = config or MotionAuditConfig(policy=index.policy)
-        _check_policy(index.policy, self.config.policy, "motion index")
+        check_motion_policy(index.policy, self.config.policy, "motion index")
         self.index, self.groups = index, dict(groups or {})
         self._estimator = estimator
 
     @property
     def estimator(self):
         if self._estimator is None:
-            from ..flow import get_estimator
 
             self._estimator = get_estimator(self.config.policy.flow.backend)
         return self._estimator
 
     def score_motion(self, item_id: str, motion: VideoMotion) -> MotionResult:
         nmf = self.config.nmf
-        nbs = self.index.neighbours(motion.windows, nmf, self.groups, self.config.search_k)
+        nbs = self.index.neighbours(motion.windows, tau=nmf.tau_m, static_px=nmf.static_px,
+                                    enough_groups=nmf.natural_groups, groups=self.groups, start_k=self.config.search_k)
         reports = [assess_window(j, float(motion.motion[j]), nb, nmf, self.groups) for j, nb in enumerate(nbs)]
         return summarize(item_id, reports, nmf, motion.n_flows, nbs)
 
@@ -342,8 +167,6 @@ class MotionPart:
                 "n_duplicate_groups": len(set(g.values())), "n_grouped_items": len(g)}
 
     def key(self) -> str:
-        import hashlib
-        import json
 
         groups = hashlib.sha256(json.dumps(sorted(self.auditor.groups.items())).encode()).hexdigest()[:16]
         return json.dumps([self.auditor.config.as_dict(), self.index.index.fingerprint, len(self.index), groups])
@@ -359,7 +182,6 @@ class MotionPart:
     def html(self, record: dict) -> str:
         """The report's motion block for a flagged item: both matched clips and their flow, side by side.
         `paths` (train_id -> file) says where the training videos are; unreadable files are said so."""
-        from ..io.html import esc
 
         if not self.flagged(record):
             return ""
@@ -377,7 +199,6 @@ def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None
     """The motion part for an audit against `content_index`: the training videos it holds are indexed
     into `motion_index` (default OUT/motion_index; resumed / reused when present) and grouped by content
     near-duplication (`content_duplicate_groups`)."""
-    from ..data.manifest import Item
 
     config = config or MotionAuditConfig()
     meta = content_index.metadata
@@ -403,9 +224,6 @@ def motion_match_html(result: MotionResult | Mapping, gen_frames: np.ndarray, tr
     result: a MotionResult, or an audit record holding the fields of `motion_record` (and `id`).
     gen_frames / train_frames: the two videos sampled at the policy's fps (as the audit read them).
     """
-    from ..flow import get_estimator, to_common_resolution
-    from ..flow.visualize import colour_wheel, flow_to_rgb
-    from ..io.html import esc, gif_data_uri, img, png_data_uri
 
     if isinstance(result, MotionResult):
         item_id, natural, memorized = result.item_id, result.natural_motion, result.motion_memorized

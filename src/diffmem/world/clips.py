@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from .world_assets import BACKGROUNDS, SPRITES, Sprite, load_sprite, load_texture
+from .assets import BACKGROUNDS, SPRITES, Sprite, load_sprite, load_texture
 
 COMMON_MOTIONS = ("static", "linear", "circle", "zigzag", "zoom_in", "zoom_out", "pan")
 SIGNATURE_MOTIONS = ("loop", "bounce", "spiral")
@@ -213,8 +213,11 @@ def _as_texture(img, side: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img[..., :3], (side, side), interpolation=cv2.INTER_AREA))
 
 
-def _place(sprite: Sprite, x: float, y: float, long_side: float, size: int):
-    """Premultiplied colour (size, size, 3) and alpha (size, size) of the sprite centred at (x, y)."""
+def place_sprite(sprite: Sprite, x: float, y: float, long_side: float, size: int | tuple[int, int]):
+    """Premultiplied colour (H, W, 3) and alpha (H, W) of the sprite centred at (x, y), its long side
+    `long_side` px, in a frame of `size` (side, or (H, W)). The one sprite renderer of the world and of
+    `diffmem.world.synthetic`: sub-pixel placement by one affine warp, so the exact flow is known."""
+    fh, fw = (size, size) if np.isscalar(size) else size
     h, w = sprite.alpha.shape
     s = long_side / max(h, w)
     # area-resize to about the target size first (no aliasing), then a near-identity sub-pixel warp
@@ -225,8 +228,8 @@ def _place(sprite: Sprite, x: float, y: float, long_side: float, size: int):
         pre = pre[..., None]
     sx, sy = s * w / w2, s * h / h2
     M = np.array([[sx, 0.0, x - sx * (w2 - 1) / 2], [0.0, sy, y - sy * (h2 - 1) / 2]])
-    out = cv2.warpAffine(pre, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    out = out.reshape(size, size, -1)
+    out = cv2.warpAffine(pre, M, (fw, fh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = out.reshape(fh, fw, -1)
     return out[..., :3], np.clip(out[..., 3], 0.0, 1.0)
 
 
@@ -264,7 +267,7 @@ def render_clip(spec: ClipSpec, *, sprite_override=None, background_override=Non
         M = np.array([[1.0, 0.0, -tr.cam_x[i]], [0.0, 1.0, -tr.cam_y[i]]])
         frame = cv2.warpAffine(tex, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if sprite is not None:
-            col, a = _place(sprite, tr.x[i], tr.y[i], tr.scale[i], S)
+            col, a = place_sprite(sprite, tr.x[i], tr.y[i], tr.scale[i], S)
             frame = frame * (1.0 - a[..., None]) + col
             alphas[i] = a
         frames[i] = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""The embedded world: a captioned video corpus with deliberate duplicates, built offline from real imagery.
+"""Building the embedded world: a captioned video corpus with deliberate duplicates, built offline from real imagery.
 
 `make_world(out, seed=0, size="small")` writes into `out`:
 
@@ -82,16 +82,8 @@ from ..errors import BadInputError
 from ..io.image import write_image
 from ..io.results import environment, write_json, write_parquet, write_text
 from ..io.video import write_video
-from .world_assets import BACKGROUNDS, SPRITES, Sprite, load_sprite, load_texture, n_instances
-from .world_clips import (COMMON_MOTIONS, DIRECTIONS, MOTION_PARAMS, MOTIONS, SIGNATURE_MOTIONS, ClipSpec,
-                          Trajectory, caption, caption_of, render_clip, texture_side, trajectory, true_flow)
-
-__all__ = [
-    "make_world", "WorldSummary", "WorldSize", "SIZES", "ClipSpec", "Trajectory", "trajectory", "render_clip",
-    "true_flow", "caption", "caption_of", "load_ground_truth", "item_specs", "Sprite", "load_sprite",
-    "load_texture", "texture_side", "SPRITES", "BACKGROUNDS", "MOTIONS", "COMMON_MOTIONS", "SIGNATURE_MOTIONS",
-    "DIRECTIONS", "MOTION_PARAMS",
-]
+from .assets import BACKGROUNDS, SPRITES, n_instances
+from .clips import COMMON_MOTIONS, DIRECTIONS, MOTIONS, SIGNATURE_MOTIONS, ClipSpec, caption_of, render_clip
 
 FORMAT = "diffmem-world/1"
 _MARKER = ".diffmem-world.json"

@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+
+from .assets import Sprite
+from .clips import place_sprite
 
 
 def texture(height: int, width: int, seed: int = 0, scales=(1.0, 2.0, 4.0, 8.0)) -> np.ndarray:
     """Band-limited random colour texture, uint8 (H, W, 3): structure at several scales, like a photo."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     img = np.zeros((height, width, 3), np.float32)
     for s in scales:
@@ -59,8 +61,6 @@ def camera_video(kind: str, amount, n_frames: int = 8, size: tuple[int, int] = (
     frames and float32 (T-1, H, W, 2) flow. The scene is rendered larger than the frame so no
     border ever enters the view.
     """
-    import cv2
-
     h, w = size
     m = _affine(kind, amount, ((w - 1) / 2, (h - 1) / 2))
     if scene is None:
@@ -140,19 +140,16 @@ def sprite_video(trajectory: np.ndarray, shape: str = "disk", sprite: int = 24, 
     step inside the sprite (alpha >= 0.5 in frame i), zero elsewhere.
     The same trajectory and shape with other seeds = the same motion in another appearance.
     """
-    import cv2
-
     h, w = size
-    alpha = sprite_mask(shape, sprite)
-    tex = texture(sprite, sprite, sprite_seed, scales=(1.0, 2.0)).astype(np.float32)
-    bg = (texture(h, w, background_seed) if background is None else background).astype(np.float32)
+    tex = texture(sprite, sprite, sprite_seed, scales=(1.0, 2.0)).astype(np.float32) / 255.0
+    sp = Sprite(tex, sprite_mask(shape, sprite))
+    bg = (texture(h, w, background_seed) if background is None else background).astype(np.float32) / 255.0
+    c = (sprite - 1) / 2  # trajectory gives the top-left corner; place_sprite takes the centre
     frames, masks = [], []
     for x, y in trajectory:
-        m = np.float32([[1, 0, x], [0, 1, y]])  # sub-pixel placement, so the flow is exactly the step
-        a = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR)[..., None]
-        t = cv2.warpAffine(tex, m, (w, h), flags=cv2.INTER_LINEAR)
-        frames.append(np.clip(a * t + (1 - a) * bg + 0.5, 0, 255).astype(np.uint8))
-        masks.append(a[..., 0] >= 0.5)
+        col, a = place_sprite(sp, x + c, y + c, sprite, (h, w))
+        frames.append(np.clip(np.rint((bg * (1 - a[..., None]) + col) * 255.0), 0, 255).astype(np.uint8))
+        masks.append(a >= 0.5)
     traj = np.asarray(trajectory, np.float32)
     flow = np.zeros((max(len(traj) - 1, 0), h, w, 2), np.float32)
     for i in range(len(traj) - 1):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffmem.data.world import (SIGNATURE_MOTIONS, ClipSpec, caption, item_specs, load_ground_truth,
+from diffmem.world import (SIGNATURE_MOTIONS, ClipSpec, caption, item_specs, load_ground_truth,
                                 make_world, render_clip, trajectory, true_flow)
-from diffmem.data.world_assets import Sprite, _ellipse_alpha
+from diffmem.world.assets import Sprite, _ellipse_alpha
 from diffmem.errors import BadInputError
 from diffmem.io.video import read_frames
 

@@ -1,0 +1,193 @@
+"""The motion index: Phi_k windows of training videos, searchable like the content index.
+
+Training windows go into their own `VectorIndex` folder whose policy is the motion policy
+(`diffmem.features.motion.MotionPolicy`: flow backend, resolution, grid, k, fps; fingerprinted), so
+motion search scales like content search. `build_motion_index` resumes a killed build.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import BadInputError, PolicyMismatchError, Skipped
+from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
+from ..flow import get_estimator
+from .faiss_index import VectorIndex
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A training window found for a generated window."""
+
+    similarity: float
+    train_id: str
+    train_start: int
+    train_motion: float
+
+
+class MotionIndex:
+    """Phi_k windows of training videos in a `VectorIndex` folder (diffmem.index), one metadata row per
+    window: item_id (the training id), start (first frame of the window), motion (its window motion,
+    px/frame). The folder's policy is the motion policy (fingerprinted); opening it with another policy
+    is refused. Committed shards survive a kill; `build_motion_index` resumes from them.
+    """
+
+    def __init__(self, index, policy: MotionPolicy):
+        self.index, self.policy = index, policy
+        self._cols = None
+
+    @property
+    def dim(self) -> int:
+        return 2 * self.policy.grid ** 2 * self.policy.k
+
+    @property
+    def folder(self) -> Path:
+        return self.index.folder
+
+    @staticmethod
+    def _policy_record(policy: MotionPolicy) -> dict:
+        return {**policy.as_dict(), "name": policy.name, "fingerprint": policy.fingerprint}
+
+    @classmethod
+    def create(cls, folder: str | Path, policy: MotionPolicy | None = None, *, factory: str = "Flat",
+               shard_size: int = 65536) -> "MotionIndex":
+        """A new motion index folder, or the existing one built with the same policy (to resume or extend).
+
+        factory: FAISS factory string; exact ("Flat") by default, e.g. "IVF4096,Flat" for millions of
+        windows (candidates are re-ranked with the exact vectors, so OFS-k values stay exact)."""
+        policy = policy or MotionPolicy()
+        folder = Path(folder)
+        if (folder / "index.json").exists():
+            existing = cls.open(folder)
+            check_motion_policy(existing.policy, policy, f"motion index {folder}")
+            return existing
+        dim = 2 * policy.grid ** 2 * policy.k
+        idx = VectorIndex.create(folder, dim=dim, policy=cls._policy_record(policy), factory=factory, metric="ip",
+                                 config={"kind": "motion"}, shard_size=shard_size)
+        return cls(idx, policy)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "MotionIndex":
+        idx = VectorIndex.open(folder)
+        rec = idx.policy or {}
+        if rec.get("kind") != "motion":
+            raise BadInputError(folder, "not a motion index (its policy is not a motion policy)")
+        policy = MotionPolicy.from_dict({k: v for k, v in rec.items() if k not in ("name", "fingerprint")})
+        if policy.fingerprint != rec.get("fingerprint"):
+            raise BadInputError(folder, "motion policy record does not match its fingerprint (edited by hand?)")
+        return cls(idx, policy)
+
+    # building
+    def done(self, item_id: str) -> bool:
+        """Whether the item is indexed or was recorded as left out (unreadable, too short)."""
+        return self.index.has_item(item_id) or any(s.get("id") == item_id for s in self.index.skipped)
+
+    def add(self, train_id: str, motion: VideoMotion, path: str | Path = "") -> int:
+        """Index one training video's windows (buffered; `flush`/`close` commits). A video shorter than
+        k flows has no window: it is recorded as left out, with the reason."""
+        if motion.k != self.policy.k or (len(motion.windows) and motion.windows.shape[1] != self.dim):
+            raise PolicyMismatchError(f"motion of {train_id!r} was not made with this index's policy "
+                                      f"({self.policy.name})")
+        n = len(motion.windows)
+        if n == 0:
+            self.index.add_skipped({"id": train_id, "path": str(path), "reason":
+                                    f"too short for a motion window: {motion.n_flows} flows < k={self.policy.k}"})
+            return 0
+        self.index.add(motion.windows, [{"item_id": train_id, "start": j, "motion": float(m)}
+                                        for j, m in enumerate(motion.motion)])
+        self._cols = None
+        return n
+
+    def close(self) -> "MotionIndex":
+        self.index.close()
+        self._cols = None
+        return self
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def train_ids(self) -> list[str]:
+        meta = self.index.metadata
+        return list(dict.fromkeys(meta["item_id"])) if len(meta) else []
+
+    def _columns(self):
+        if self._cols is None:
+            meta = self.index.metadata
+            self._cols = (meta["item_id"].to_numpy(object), meta["start"].to_numpy(np.int64),
+                          meta["motion"].to_numpy(np.float64))
+        return self._cols
+
+    # querying
+    def neighbours(self, windows: np.ndarray, *, tau: float, static_px: float, enough_groups: int,
+                   groups: Mapping[str, str] | None = None, start_k: int = 64) -> list[list[Neighbour]]:
+        """For each query window: training windows, best first, containing every one above `tau` -- or
+        enough of them to reach `enough_groups` distinct groups (`groups`: train_id -> duplicate group) --
+        and at least the best one that moves (window motion >= `static_px`); the search widens 4x at a
+        time until that holds. NMF (`diffmem.metrics.motion`) needs exactly this."""
+        groups = groups or {}
+        n = len(self)
+        windows = np.asarray(windows, np.float32)
+        out: list[list[Neighbour]] = [[] for _ in range(len(windows))]
+        if not n or not len(windows):
+            return out
+        tid, start, mot = self._columns()
+        todo = list(range(len(windows)))
+        k = max(1, int(start_k))
+        while todo:
+            k = min(k, n)
+            sims, rows = self.index.search(windows[todo], k)
+            again = []
+            for r, qi in enumerate(todo):
+                ok = rows[r] >= 0
+                nbs = [Neighbour(float(s), str(tid[i]), int(start[i]), float(mot[i]))
+                       for s, i in zip(sims[r][ok], rows[r][ok])]
+                moving = [nb for nb in nbs if nb.train_motion >= static_px]
+                seen = {groups.get(nb.train_id, nb.train_id) for nb in moving if nb.similarity > tau}
+                last = nbs[-1].similarity if nbs else -np.inf
+                if k >= n or (moving and last <= tau) or len(seen) >= enough_groups:
+                    out[qi] = nbs
+                else:
+                    again.append(qi)
+            todo, k = again, k * 4
+        return out
+
+
+def check_motion_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> None:
+    if have.fingerprint != want.fingerprint:
+        raise PolicyMismatchError(
+            f"motion policy mismatch: the {what} was made with {have.name!r} (fingerprint {have.fingerprint}) "
+            f"but {want.name!r} (fingerprint {want.fingerprint}) was given; use the same flow backend, "
+            f"resolution, grid, k and fps, or build a new motion index")
+
+
+def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
+                       factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False
+                       ) -> tuple[MotionIndex, list[Skipped]]:
+    """Index the training videos among `items` (manifest `Item`s) in folder `out`.
+
+    Resumes a killed build and extends an existing index with items it does not hold yet. Images have
+    no motion and are left out silently; unreadable files and videos shorter than k flows are recorded
+    in the index (`skipped`) and returned.
+    """
+    policy = policy or MotionPolicy()
+    index = MotionIndex.create(out, policy, factory=factory, shard_size=shard_size)
+    if estimator is None:
+        estimator = get_estimator(policy.flow.backend)
+    todo = [it for it in items if it.kind == "video" and not index.done(it.id)]
+    try:
+        for it in tqdm(todo, desc="motion index", unit="video", disable=not progress):
+            try:
+                frames = read_motion_frames(it.path, policy)
+            except BadInputError as e:
+                index.index.add_skipped(Skipped(it.id, str(it.path), e.reason).as_dict())
+                continue
+            index.add(it.id, describe_motion(frames, policy, estimator), it.path)
+    finally:
+        index.index.flush()  # whatever finished is kept, also on KeyboardInterrupt
+    index.close()
+    return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
