@@ -134,7 +134,7 @@ def audit_labels(world: Path, generated: Path, out: Path) -> Path:
     rep = build_content_index(world / "train.parquet", folder / "train_index", descriptor="builtin", progress=False)
     index, _ = open_content_index(rep.index.folder, "builtin")
     part = motion_part(index, folder)
-    res = audit(generated / "manifest.parquet", rep.index.folder, folder, parts=[part], progress=False)
+    res = audit(generated / "manifest.parquet", rep.index.folder, folder, parts=[part], motion=False, progress=False)
     verdicts = pd.DataFrame([{"id": r["id"], "verdict": r["verdict"]} for r in res.items])
     meta = pd.read_parquet(generated / "manifest.parquet")[["id", "prompt"]]
     s = meta.merge(verdicts, on="id")

@@ -4,7 +4,8 @@ import torch
 
 from diffmem.features import load_descriptor
 from diffmem.features.builtin import CALIBRATION, BuiltinDescriptor
-from diffmem.features.calibrate import max_similarity, natural_groups
+from diffmem.metrics.calibrate import natural_groups
+from diffmem.metrics.content import nearest_training_frames
 
 
 @pytest.fixture(scope="module")
@@ -73,5 +74,5 @@ def test_false_positive_rate_at_tau_on_fresh_novel_frames(desc):
     perm = rng.permutation(len(groups))
     ref = np.stack([f for gi in perm[: len(perm) // 2] for f in groups[gi][1]])
     nov = np.stack([f for gi in perm[len(perm) // 2:] for f in groups[gi][1]])
-    s, _ = max_similarity(desc.encode(nov), desc.encode(ref))
+    s, _ = nearest_training_frames(desc.encode(nov), desc.encode(ref))
     assert (s > desc.threshold).mean() <= 0.04

@@ -26,7 +26,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def from_folder(corpus):
-    return audit(corpus.generated, corpus.train, corpus.root / "out-folder", progress=False)
+    return audit(corpus.generated, corpus.train, corpus.root / "out-folder", motion=False, progress=False)
 
 
 def test_verdict_truth_table():
@@ -89,7 +89,7 @@ def test_report_is_self_contained_and_escaped(from_folder, corpus):
 
 def test_saved_index_gives_identical_results(from_folder, corpus):
     build_content_index(corpus.train, corpus.root / "INDEX", progress=False)
-    from_index = audit(corpus.generated, corpus.root / "INDEX", corpus.root / "out-index", progress=False)
+    from_index = audit(corpus.generated, corpus.root / "INDEX", corpus.root / "out-index", motion=False, progress=False)
     assert from_index.items == from_folder.items
     strip = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
     assert strip(from_index.summary) == strip(from_folder.summary)
@@ -109,21 +109,21 @@ def test_killed_audit_resumes_from_finished_items(corpus, monkeypatch):
 
     monkeypatch.setattr(audit_mod.ContentPart, "score", dies)
     with pytest.raises(KeyboardInterrupt):
-        audit(corpus.generated, corpus.root / "INDEX", out, progress=False)
+        audit(corpus.generated, corpus.root / "INDEX", out, motion=False, progress=False)
     assert len(list((out / "items").glob("*.json"))) == 4
     calls["n"] = -1000
-    first = audit(corpus.generated, corpus.root / "INDEX", out, progress=False)
+    first = audit(corpus.generated, corpus.root / "INDEX", out, motion=False, progress=False)
     done = calls["n"] + 1000
     assert done == len(first.items) - 4  # the four finished items were not scored again
     # a different threshold invalidates the stored items
-    again = audit(corpus.generated, corpus.root / "INDEX", out, threshold=0.99, progress=False)
+    again = audit(corpus.generated, corpus.root / "INDEX", out, threshold=0.99, motion=False, progress=False)
     assert calls["n"] + 1000 == done + len(first.items)
     assert again.summary["threshold"] == 0.99
 
 
 def test_bad_settings_are_refused(corpus, tmp_path):
     with pytest.raises(DiffmemError, match="fps"):
-        audit(corpus.generated, corpus.root / "INDEX", tmp_path / "o", fps=2.0, progress=False)
+        audit(corpus.generated, corpus.root / "INDEX", tmp_path / "o", fps=2.0, motion=False, progress=False)
 
     class Tiny(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,4 +132,4 @@ def test_bad_settings_are_refused(corpus, tmp_path):
     torch.jit.script(Tiny()).save(str(tmp_path / "m.pt"))
     with pytest.raises(PolicyMismatchError):
         audit(corpus.generated, corpus.root / "INDEX", tmp_path / "o", descriptor=f"sscd:{tmp_path / 'm.pt'}",
-              progress=False)
+              motion=False, progress=False)

@@ -136,7 +136,8 @@ def test_terminal_summary_is_short_and_says_where_the_report_is(demo):
 
 
 def test_report_escapes_every_text_and_shows_the_curated_prompts(demo):
-    from diffmem.studies.demo import Stage, demo_report
+    from diffmem.studies.demo_report import demo_report
+    from diffmem.studies.demo_result import Stage
 
     out, result, _ = demo
     html = (out / "report.html").read_text()
@@ -158,7 +159,7 @@ def test_amg_before_after_frames_from_its_sample_table(demo, tmp_path):
     the content scores; captions are escaped. (The AMG stage itself is tested in test_amg.py.)"""
     import pandas as pd
 
-    from diffmem.studies.demo import _amg_frames
+    from diffmem.studies.demo_report import _amg_frames
 
     out, _, _ = demo
     clips = sorted((out / "world" / "videos").glob("*.mp4"))[:2]
@@ -179,25 +180,10 @@ def test_amg_before_after_frames_from_its_sample_table(demo, tmp_path):
     assert _amg_frames(tmp_path / "nothing") == ""
 
 
-def test_changed_settings_are_detected_for_a_fresh_start(tmp_path):
-    from diffmem.studies.demo import SETTINGS_FILE, _settings_changed
-
-    s = {"model": "m", "n": 4, "guidance": 3.0}
-    assert _settings_changed(tmp_path, s) is None          # nothing made yet
-    (tmp_path / "extract").mkdir()
-    assert _settings_changed(tmp_path, s) is None          # interrupted before any record: resume
-    (tmp_path / "demo.json").write_text("{}")
-    assert _settings_changed(tmp_path, s) == "not recorded"  # a finished run of an older version
-    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"model": "m", "n": 2, "guidance": 3.0}))
-    assert _settings_changed(tmp_path, s) == "n 2 -> 4"
-    (tmp_path / SETTINGS_FILE).write_text(json.dumps(s))
-    assert _settings_changed(tmp_path, s) is None
-
-
 def test_cli_passes_its_defaults_and_exits_nonzero_on_a_failed_stage(tmp_path, monkeypatch, capsys):
     import diffmem.studies.demo as demo_mod
     from diffmem import cli
-    from diffmem.studies.demo import DemoResult, Stage
+    from diffmem.studies.demo_result import DemoResult, Stage
 
     seen = {}
 

@@ -312,7 +312,7 @@ def test_audit_end_to_end_with_the_motion_part(tmp_path):
     again = audit(tmp_path / "gen.csv", out / "train_index", out, motion=MotionAuditConfig(), progress=False,
                   report=False)
     assert [r["verdict"] for r in again.items] == [r["verdict"] for r in result.items]
-    assert audit(tmp_path / "gen.csv", out / "train_index", out, progress=False, report=False).items[0].get(
+    assert audit(tmp_path / "gen.csv", out / "train_index", out, motion=False, progress=False, report=False).items[0].get(
         "motion_score") is None  # content only: no motion fields, and the stored items were not reused
 
 

@@ -38,7 +38,7 @@ def register(sub):
 
 def _motion_config(args):
     if args.no_motion:
-        return None
+        return False
     from dataclasses import replace
 
     from ..flow import FlowPolicy
@@ -60,7 +60,7 @@ def run(args) -> int:
               motion=motion, motion_index=args.motion_index)
     s = r.summary
     v = s["verdicts"]
-    motion_note = "" if motion is None else f", {v['motion'] + v['both']} motion-memorized (tau_m {motion.nmf.tau_m:g})"
+    motion_note = "" if not motion else f", {v['motion'] + v['both']} motion-memorized (tau_m {motion.nmf.tau_m:g})"
     print(f"{s['n_audited']} items audited, {s['n_content_memorized']} content-memorized "
           f"(tau_c {s['threshold']:g}){motion_note}; {s['n_skipped_generated']} generated and {s['n_skipped_train']} "
           f"training items skipped; results in {args.out}")

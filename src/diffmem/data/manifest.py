@@ -34,7 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from diffmem.errors import BadInputError, Skipped
+from diffmem.io.results import write_parquet, write_text
 from diffmem.io.video import MEDIA_EXTENSIONS, media_kind
 
 __all__ = ["Item", "Manifest", "load_manifest", "write_manifest", "clean_caption",
@@ -230,9 +235,6 @@ def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _rows_parquet(path: Path) -> Iterator[tuple[str, dict]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
@@ -342,8 +344,6 @@ def write_manifest(items: Iterable[Item] | Manifest, path: str | Path) -> Path:
     """Write items as .parquet / .csv / .tsv / .jsonl (by extension), atomically, with columns
     id, path, caption, kind. Paths inside the manifest's folder are written relative to it
     (portable); others absolute (loading those back needs `root=`)."""
-    from diffmem.io.results import write_parquet, write_text
-
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in MANIFEST_EXTENSIONS:
@@ -356,8 +356,6 @@ def write_manifest(items: Iterable[Item] | Manifest, path: str | Path) -> Path:
         rows.append({"id": it.id, "path": shown, "caption": it.caption, "kind": it.kind})
     cols = ["id", "path", "caption", "kind"]
     if ext in (".parquet", ".pq"):
-        import pandas as pd
-
         return write_parquet(p, pd.DataFrame(rows, columns=cols, dtype=object).astype(str))
     if ext in (".jsonl", ".ndjson"):
         return write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

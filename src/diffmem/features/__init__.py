@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..device import resolve_device
 from ..errors import DiffmemError
 from .base import Descriptor
+from .builtin import BuiltinDescriptor
+from .hf import HFDescriptor
 from .policy import SSCD_POLICIES, DescriptorPolicy, check_same, fingerprint_of, policy_fingerprint
+from .sscd import SSCDDescriptor
 
 __all__ = ["Descriptor", "DescriptorPolicy", "SSCD_POLICIES", "load_descriptor", "descriptor_from_policy",
            "check_same", "fingerprint_of", "policy_fingerprint", "DESCRIPTOR_SPECS"]
@@ -24,8 +28,6 @@ def load_descriptor(spec: str | Descriptor = "builtin", *, policy: str | None = 
                     threshold: float | None = None, device: Any = "cpu") -> Descriptor:
     """A descriptor from a spec string (`DESCRIPTOR_SPECS`). `policy` names an SSCD preprocessing policy;
     `threshold` overrides the policy's tau_c."""
-    from ..device import resolve_device
-
     if isinstance(spec, Descriptor):
         return spec
     dev = resolve_device(device)
@@ -34,14 +36,10 @@ def load_descriptor(spec: str | Descriptor = "builtin", *, policy: str | None = 
     if kind == "builtin":
         if arg or (policy and policy != "builtin"):
             raise DiffmemError(f"descriptor {spec!r}: builtin takes no path and has one policy ('builtin')")
-        from .builtin import BuiltinDescriptor
-
         return BuiltinDescriptor(threshold=threshold).to(dev)
     if not arg:
         raise DiffmemError(f"descriptor {spec!r} needs a path: {DESCRIPTOR_SPECS}")
     if kind == "sscd":
-        from .sscd import SSCDDescriptor
-
         d = SSCDDescriptor(arg, policy or "sscd-official", sha256=sha256, device=dev)
         if threshold is not None:
             d.policy = d.policy.with_(threshold=float(threshold), threshold_source="given by the user")
@@ -50,8 +48,6 @@ def load_descriptor(spec: str | Descriptor = "builtin", *, policy: str | None = 
         if policy:
             raise DiffmemError(f"descriptor {spec!r}: --policy applies to SSCD only; {kind} follows its folder's "
                                "preprocessor_config.json")
-        from .hf import HFDescriptor
-
         return HFDescriptor(arg, kind, threshold=threshold, device=dev)
     raise DiffmemError(f"unknown descriptor {spec!r}; use {DESCRIPTOR_SPECS}")
 

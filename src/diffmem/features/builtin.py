@@ -15,7 +15,7 @@ L^8 pooling is close to a max over each window, so an edge that moves a few pixe
 smooth (no hard binning, no argmax), so gradients flow to the pixels for AMG.
 
 Dimension 480 = 64 + 8 x 36 + 8 x 16. tau_c and how it was calibrated: `CALIBRATION`, and
-`diffmem.features.calibrate` (which reproduces it).
+`diffmem.metrics.calibrate` (which reproduces it).
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 from typing import Callable
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from ..io.video import resize_frames
 
@@ -48,8 +50,6 @@ def brightness(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
 
 def blur(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     """Gaussian blur, sigma = 1.5 % of the shorter side (1 px at 64 px)."""
-    import cv2
-
     sigma = max(0.3, strength * 0.015 * min(im.shape[:2]))
     return cv2.GaussianBlur(im, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
@@ -62,8 +62,6 @@ def noise(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
 
 def jpeg(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     """JPEG compression at quality 25 (strength 1)."""
-    from PIL import Image
-
     q = int(np.clip(round(100 - 75 * strength), 5, 95))
     buf = io.BytesIO()
     Image.fromarray(im).save(buf, format="JPEG", quality=q)
@@ -82,8 +80,6 @@ def crop(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
 
 def shift(im: np.ndarray, rng=None, strength: float = 1.0) -> np.ndarray:
     """Translate by 4-6 % of the size in x and y; the uncovered border repeats the edge."""
-    import cv2
-
     rng = np.random.default_rng(rng)
     h, w = im.shape[:2]
     dy = strength * rng.choice([-1, 1]) * rng.uniform(0.04, 0.06) * h

@@ -5,7 +5,7 @@
 which is the layer-normed CLS token). Preprocessing follows the folder's `preprocessor_config.json` (shortest-edge resize, centre
 crop, mean/std) and runs in torch, so gradients flow. These are semantic embeddings, not copy
 detectors: there is no conventional tau_c, so none is set; calibrate one on your data with
-`diffmem.features.calibrate.calibrate_threshold` and pass it as `threshold`.
+`diffmem.metrics.calibrate.calibrate_threshold` and pass it as `threshold`.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..errors import DiffmemError
 from .base import FlowEstimator, FlowPolicy, check_frames, common_size, to_common_resolution
+from .opencv import DISFlow, FarnebackFlow
+from .raft import RaftFlow
 
 BACKENDS = ("dis", "farneback", "raft")
 
@@ -19,16 +21,10 @@ BACKENDS = ("dis", "farneback", "raft")
 def get_estimator(backend: str = "dis", **options) -> FlowEstimator:
     """A flow estimator by name; `options` go to its constructor (e.g. ``weights=`` for RAFT)."""
     if backend == "dis":
-        from .opencv import DISFlow
-
         return DISFlow(**options)
     if backend == "farneback":
-        from .opencv import FarnebackFlow
-
         return FarnebackFlow(**options)
     if backend == "raft":
-        from .raft import RaftFlow
-
         return RaftFlow(**options)
     raise DiffmemError(f"unknown flow backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 

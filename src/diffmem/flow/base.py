@@ -8,6 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
 
 from ..errors import DiffmemError
@@ -72,8 +73,6 @@ def common_size(height: int, width: int, short_side: int | None) -> tuple[int, i
 
 def to_common_resolution(frames: np.ndarray, short_side: int | None) -> np.ndarray:
     """Resize uint8 (T, H, W, 3) frames to the policy's common resolution."""
-    import cv2
-
     frames = check_frames(frames)
     t, h, w = frames.shape[:3]
     nh, nw = common_size(h, w, short_side)

@@ -1,6 +1,7 @@
 """OpenCV flow: DIS (the default: fast, accurate on small frames) and Farneback (the classic baseline)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ..errors import DiffmemError
@@ -11,8 +12,6 @@ _DIS_PRESETS = {"ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST", "fast": "DISOPT
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
     frame = np.ascontiguousarray(frame)
     return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
@@ -28,8 +27,6 @@ class DISFlow(FlowEstimator):
     name = "dis"
 
     def __init__(self, preset: str = "medium", finest_scale: int = 0):
-        import cv2
-
         if preset not in _DIS_PRESETS:
             raise DiffmemError(f"unknown DIS preset {preset!r}; choose one of {sorted(_DIS_PRESETS)}")
         self.preset, self.finest_scale = preset, finest_scale
@@ -51,7 +48,5 @@ class FarnebackFlow(FlowEstimator):
         self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma)
 
     def pair(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        import cv2
-
         flow = cv2.calcOpticalFlowFarneback(_grey(first), _grey(second), None, *self.params, 0)
         return np.asarray(flow, np.float32)

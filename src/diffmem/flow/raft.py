@@ -12,7 +12,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from ..device import resolve_device
 from ..errors import BadInputError, DiffmemError
 from .base import FlowEstimator, check_frames
 
@@ -23,8 +26,6 @@ def _build_model(size: str, weights: str | Path | None):
     except Exception as e:  # ImportError, or a torchvision built against another torch
         raise DiffmemError(f"the RAFT flow backend needs torchvision, which does not import here ({e}); "
                            "use --flow dis or --flow farneback") from e
-    import torch
-
     if size not in ("small", "large"):
         raise DiffmemError(f"RAFT size must be 'small' or 'large', not {size!r}")
     builder = tvflow.raft_small if size == "small" else tvflow.raft_large
@@ -53,8 +54,6 @@ class RaftFlow(FlowEstimator):
 
     def __init__(self, weights: str | Path | None = "default", size: str = "small", device="cpu",
                  iterations: int = 12, batch_size: int = 8, max_side: int | None = None, model=None):
-        from ..device import resolve_device
-
         self.device = resolve_device(device)
         self.model = (model if model is not None else _build_model(size, weights)).to(self.device).eval()
         self.iterations, self.batch_size, self.max_side = iterations, batch_size, max_side
@@ -63,9 +62,6 @@ class RaftFlow(FlowEstimator):
         return self.video(np.stack([first, second]))[0]
 
     def video(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
         frames = check_frames(frames)
         t, h, w = frames.shape[:3]
         if t < 2:

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInputError
+from ..io.video import WRITE_EXTENSIONS, read_frames, write_video
+from . import FlowPolicy, to_common_resolution, video_flow
+
 
 def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Vectorised HSV -> RGB, all in [0, 1]; h is a fraction of a turn. Returns float (..., 3)."""
@@ -65,10 +69,6 @@ def write_flow_video(video: str | Path, out: str | Path, *, backend: str = "dis"
     magnitude (default: the 99th percentile over the video). Returns a summary dict (flows, size,
     largest magnitude and saturating magnitude in px/frame at the common resolution).
     """
-    from ..errors import BadInputError
-    from ..io.video import WRITE_EXTENSIONS, read_frames, write_video
-    from . import FlowPolicy, to_common_resolution, video_flow
-
     out = Path(out)
     if out.suffix.lower() not in WRITE_EXTENSIONS:
         raise BadInputError(out, f"output must end in one of {', '.join(sorted(WRITE_EXTENSIONS))}")

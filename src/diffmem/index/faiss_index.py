@@ -34,9 +34,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import faiss
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 
 from ..errors import DiffmemError, PolicyMismatchError
+from ..features.policy import policy_fingerprint
 from ..io.results import environment, read_json, write_json
 
 FORMAT = "diffmem-index/1"
@@ -45,8 +49,6 @@ _EXACT = ("flat", "idmap,flat")
 
 
 def _fingerprint(policy: Mapping[str, Any]) -> str:
-    from ..features.policy import policy_fingerprint
-
     return policy_fingerprint(policy)
 
 
@@ -150,8 +152,6 @@ class VectorIndex:
 
     @staticmethod
     def _check_factory(factory: str, dim: int, metric: str) -> None:
-        import faiss
-
         try:
             faiss.index_factory(dim, factory, _faiss_metric(metric))
         except RuntimeError as e:
@@ -203,8 +203,6 @@ class VectorIndex:
     # ------------------------------------------------------------------ writing
     def _committed_ids(self) -> set[str]:
         if self._committed is None:  # item ids live in the shards' metadata, not in index.json (size)
-            import pyarrow.parquet as pq
-
             ids: set[str] = set()
             for sh in self.meta["shards"]:
                 p = self.folder / "shards" / f"{sh['name']}.parquet"
@@ -260,8 +258,6 @@ class VectorIndex:
     def flush(self) -> None:
         """Commit the buffer as one shard (atomic), then index.json (atomic)."""
         if self._buf_n:
-            import pandas as pd
-
             name = f"{len(self.meta['shards']):06d}"
             vecs = np.concatenate(self._buf_vecs)
             shard_dir = self.folder / "shards"
@@ -331,8 +327,6 @@ class VectorIndex:
     @property
     def metadata(self):
         """pandas DataFrame, row i describes vector i."""
-        import pandas as pd
-
         self._require_flushed()
         if self._metadata is None:
             frames = []
@@ -362,8 +356,6 @@ class VectorIndex:
         Reads only the shards (and columns) the ids fall in: `metadata` concatenates every shard's
         table, which at tens of millions of frames is gigabytes of pandas.
         """
-        import pandas as pd
-
         self._require_flushed()
         ids = np.asarray(ids, dtype=np.int64).ravel()
         spans = self.shard_spans()
@@ -388,8 +380,6 @@ class VectorIndex:
         return out.reset_index(drop=True)
 
     def _ensure_faiss(self, save: bool = False):
-        import faiss
-
         self._require_flushed()
         n = int(self.meta["n_vectors"])
         if self._faiss is not None and self._faiss_n == n:
@@ -453,8 +443,6 @@ class VectorIndex:
 
         metric "ip": scores are inner products, highest first; "l2": squared distances, lowest first.
         Compressed factories fetch k * rerank candidates and re-rank them with the exact vectors."""
-        import faiss
-
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
         if q.ndim == 1:
             q = q[None]
@@ -530,8 +518,6 @@ class VectorIndex:
 
     def memory_bytes(self) -> int:
         """Bytes the FAISS structure holds in memory (codes + quantizers), not counting the shards."""
-        import faiss
-
         index = self._ensure_faiss()
         if index is None:
             return 0
@@ -553,14 +539,10 @@ class VectorIndex:
 
 
 def _faiss_metric(metric: str):
-    import faiss
-
     return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
 
 
 def _n_centroids(index) -> int:
-    import faiss
-
     try:
         ivf = faiss.extract_index_ivf(index)
         return int(ivf.nlist)
@@ -570,8 +552,6 @@ def _n_centroids(index) -> int:
 
 
 def _atomic_write_faiss(index, path: Path) -> None:
-    import faiss
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

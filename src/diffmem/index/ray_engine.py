@@ -33,9 +33,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
+from ..data.manifest import Manifest, load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
+from ..features import load_descriptor
+from ..io.atomic import atomic_output
 from ..io.results import read_json, write_json
+from .content import DEFAULT_FPS, BuildReport, open_build_target, read_item_frames
+from .faiss_index import is_exact
+from .sharded import build_compressed
 
 __all__ = ["require_ray", "ray_session", "ray_map", "build_content_index_ray", "extract_item",
            "DEFAULT_ITEMS_PER_TASK"]
@@ -114,8 +123,6 @@ def ray_map(fn: Callable, arg_tuples: Sequence[tuple], *, num_cpus: float = 1, p
     remote = ray.remote(num_cpus=num_cpus)(_call_single_threaded)
     refs = [remote.remote(fn, tuple(a)) for a in arg_tuples]
     if progress and refs:
-        from tqdm.auto import tqdm
-
         pending = list(refs)
         with tqdm(total=len(refs), desc=getattr(fn, "__name__", "tasks"), leave=False) as bar:
             while pending:
@@ -132,8 +139,6 @@ def extract_item(desc, item_id: str, path: str, caption: str, kind: str, fps: fl
 
     Raises BadInputError for media that cannot be decoded (the caller records a Skipped).
     """
-    from .content import read_item_frames
-
     fr = read_item_frames(path, fps)
     vecs = desc.encode(fr.array, batch_size=batch_size)
     rows = [{"item_id": item_id, "frame": int(j), "source_frame": int(fr.indices[j]),
@@ -144,10 +149,6 @@ def extract_item(desc, item_id: str, path: str, caption: str, kind: str, fps: fl
 
 def _stage_task(desc, items: list[dict], fps, batch_size: int, staging: Path, name: str) -> dict:
     """Extract a task's items and write OUT/.ray_staging/NAME.{npy,parquet,json} (json last)."""
-    import pandas as pd
-
-    from ..io.atomic import atomic_output
-
     vecs, rows, order = [], [], []
     for it in items:
         try:
@@ -174,11 +175,7 @@ class _Extractor:
     """Ray Data actor: one descriptor model per actor, one task per call."""
 
     def __init__(self, descriptor, policy, sha256, device, fps, batch_size, staging, threads=1):
-        import torch
-
         torch.set_num_threads(max(1, int(threads)))
-        from ..features import load_descriptor
-
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.desc = load_descriptor(descriptor, policy=policy, sha256=sha256, device=device)
@@ -200,8 +197,6 @@ def _task_name(k: int, items: list[dict], fps, fingerprint: str) -> str:
 
 def _commit(index, staging: Path, name: str, report) -> None:
     """Add a staged task to the index item by item, in order (exactly as the local engine adds)."""
-    import pandas as pd
-
     info = read_json(staging / f"{name}.json")
     vecs = np.load(staging / f"{name}.npy", mmap_mode="r")
     rows = pd.read_parquet(staging / f"{name}.parquet").to_dict("records")
@@ -254,12 +249,6 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
     gpus_per_actor: default 1 when the cluster has GPUs and device is not "cpu", else 0.
     device: the actors' descriptor device (default "cuda" on GPU actors, "cpu" otherwise).
     """
-    from ..data.manifest import Manifest, load_manifest
-    from ..features import load_descriptor
-    from .content import DEFAULT_FPS, BuildReport, open_build_target
-    from .faiss_index import is_exact
-    from .sharded import build_compressed
-
     fps = DEFAULT_FPS if fps is None else fps
     manifest = train if isinstance(train, Manifest) else load_manifest(train)
     # the driver holds the descriptor only for its policy (the index's dim / fingerprint, checked now,

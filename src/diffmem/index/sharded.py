@@ -34,11 +34,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..errors import DiffmemError
 from ..io.results import write_json
-from .faiss_index import _atomic_write_faiss
+from .faiss_index import _atomic_write_faiss, _faiss_metric, is_exact
 
 __all__ = ["default_factory", "memory_estimate", "supports_sharded_build", "build_compressed",
            "encode_shard", "EXACT_BELOW"]
@@ -113,8 +115,6 @@ def supports_sharded_build(factory: str, dim: int) -> bool:
     SQ or Flat codes (optionally after a pre-transform such as OPQ), and 4-bit fast-scan IVF-PQ
     without a pre-transform (encoded as plain 4-bit IVF-PQ, converted after the merge; see
     `_encoder_of`)."""
-    import faiss
-
     try:
         index = faiss.index_factory(int(dim), factory)
         ivf = faiss.extract_index_ivf(index)
@@ -134,8 +134,6 @@ def _encoder_of(trained):
     4-bit product quantizer, so the same codes -- merged as ordinary inverted lists, and converted
     to fast-scan once at the end (`IndexIVFPQFastScan(IndexIVFPQ)`, which packs each list once).
     """
-    import faiss
-
     fs = faiss.downcast_index(trained)
     if not isinstance(fs, faiss.IndexIVFPQFastScan):
         enc = faiss.clone_index(trained)
@@ -160,8 +158,6 @@ def _exact_enough_assignment(ivf) -> None:
     13 % of 10 M simulated vectors went to a list other than their nearest centroid's, and recall@1
     of planted copies stalled at 0.92-0.97 whatever nprobe (benchmarks/bench_scale.py); encoding
     with efSearch >= ENCODE_EF_SEARCH keeps the assignment (nearly) exact. Flat quantizers are exact."""
-    import faiss
-
     q = faiss.downcast_index(ivf.quantizer)
     if hasattr(q, "hnsw"):
         q.hnsw.efSearch = max(int(q.hnsw.efSearch), ENCODE_EF_SEARCH)
@@ -174,8 +170,6 @@ def encode_shard(folder: str | Path, name: str, offset: int) -> str:
 
     A plain function of files, so any worker that sees the folder can run it; kept if already done.
     """
-    import faiss
-
     folder = Path(folder)
     out = folder / "codes" / f"{name}.faiss"
     if out.exists():
@@ -196,10 +190,6 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
     Returns {"n_vectors", "shards", "encoded_now", "file", "train_s", "encode_s", "merge_s"} and the
     CPU seconds of this process for each step ("train_cpu_s", ...).
     """
-    import faiss
-
-    from .faiss_index import _faiss_metric, is_exact
-
     index.flush()
     folder = Path(index.folder)
     if is_exact(index.factory):
@@ -246,8 +236,6 @@ def build_compressed(index, *, map_fn: Callable[[Callable, Sequence[tuple]], Ite
         if map_fn is None:
             it = todo
             if progress:
-                from tqdm.auto import tqdm
-
                 it = tqdm(todo, desc="encoding shards", unit="shard", leave=False)
             for args in it:
                 encode_shard(*args)

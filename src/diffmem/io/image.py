@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diffmem.errors import BadInputError
 from diffmem.io.atomic import atomic_output
@@ -42,8 +43,6 @@ def check_file(path: str | Path) -> Path:
 
 
 def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
     try:
         return Image.open(path)
     except UnidentifiedImageError:
@@ -68,8 +67,6 @@ def image_info(path: str | Path) -> tuple[int, int, int]:
 
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB, upright (EXIF orientation applied)."""
-    from PIL import Image, ImageOps
-
     p = check_file(path)
     with _open(p) as im:
         try:
@@ -88,8 +85,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_image(path: str | Path, image: np.ndarray, *, quality: int = 95) -> Path:
     """Write uint8 (H, W, 3) (or (1, H, W, 3)) by extension, atomically. jpg/webp use `quality`."""
-    from PIL import Image
-
     p = Path(path)
     fmt = _WRITE_FORMATS.get(p.suffix.lower())
     if fmt is None:

@@ -8,11 +8,15 @@ import json
 import math
 import platform
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .atomic import atomic_output
 
@@ -75,16 +79,56 @@ def write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def write_parquet(path: str | Path, rows: Iterable[dict] | "pandas.DataFrame") -> Path:  # noqa: F821
-    """One row per item. Nested values (dicts, lists) are stored as JSON strings so any reader can open it."""
-    import pandas as pd
+_JSON_COLUMNS = b"diffmem.json_columns"  # Parquet schema metadata: the columns that hold JSON text
 
+
+def write_parquet(path: str | Path, rows: Iterable[dict] | "pandas.DataFrame") -> Path:  # noqa: F821
+    """One row per item. Nested values (dicts, lists) are stored as JSON text, with NaN as null, so any
+    reader can open the file; the schema names those columns, and `read_table` gives them back nested."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame([to_jsonable(r) for r in rows])
     df = df.copy()
+    nested = []
     for col in df.columns:
-        if df[col].map(lambda v: isinstance(v, (dict, list))).any():
-            df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
+        if df[col].map(lambda v: isinstance(v, (dict, list, tuple, np.ndarray))).any():
+            df[col] = df[col].map(lambda v: json.dumps(to_jsonable(v), allow_nan=False)
+                                  if isinstance(v, (dict, list, tuple, np.ndarray)) else v)
+            nested.append(str(col))
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _JSON_COLUMNS: json.dumps(nested).encode()})
     path = Path(path)
     with atomic_output(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
     return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A result table written by `write_parquet`, its nested columns as Python lists and dicts (not JSON
+    text), missing values as None."""
+    table = pq.read_table(path)
+    nested = json.loads((table.schema.metadata or {}).get(_JSON_COLUMNS, b"[]"))
+    df = table.to_pandas()
+    for col in nested:
+        if col in df.columns:
+            df[col] = df[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
+    return df
+
+
+@dataclass
+class Result:
+    """What a study returns: its folder, its summary, and its per-row table (`to_pandas`) and report."""
+
+    out: Path
+    summary: dict
+    table: Path | None = None
+    report: Path | None = None
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The per-row table, nested columns as lists and dicts."""
+        if self.table is None:
+            raise ValueError(f"{self.out}: this result has no table")
+        return read_table(self.table)
+
+    def __repr__(self) -> str:
+        parts = [f"out={str(self.out)!r}"] + [f"{k}={v!r}" for k, v in self.summary.items()
+                                               if isinstance(v, (int, float, str)) and not isinstance(v, bool)][:6]
+        return f"{type(self).__name__}({', '.join(parts)})"

@@ -28,7 +28,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import av
+import cv2
 import numpy as np
+from PIL import Image
 
 from diffmem.errors import BadInputError
 from diffmem.io.atomic import atomic_output
@@ -144,8 +147,6 @@ def resize_frames(frames, size):
     pair sets the exact size. Area interpolation when shrinking both sides (no aliasing),
     bilinear otherwise.
     """
-    import cv2
-
     if isinstance(frames, Frames):
         return Frames(resize_frames(frames.array, size), frames.timestamps, frames.indices,
                       frames.truncated)
@@ -219,8 +220,6 @@ def _display_matrix(frame) -> list[int] | None:
 # ---------------------------------------------------------------- reading
 
 def _open(path: Path):
-    import av
-
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as e:
@@ -270,8 +269,6 @@ def _eps(stream) -> float:
 
 def _scan(container, stream, want_first_frame: bool):
     """One demux pass (no decoding except the first frame): frame times and end time."""
-    import av
-
     tb = stream.time_base
     times, end, first = [], None, None
     try:
@@ -343,8 +340,6 @@ def probe(path: str | Path) -> VideoInfo:
 
 def _decode(container, stream) -> Iterator:
     """Decoded frames in presentation order; stops (and reports) at damaged data."""
-    import av
-
     try:
         for frame in container.decode(stream):
             yield frame
@@ -500,8 +495,6 @@ _CONTAINER_FORMAT = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": 
 
 
 def _encoder_available(name: str) -> bool:
-    import av
-
     try:
         av.codec.Codec(name, "w")
         return True
@@ -557,8 +550,6 @@ def _rate(fps: float) -> Fraction:
 
 
 def _write_av(tmp: str, ext: str, arr: np.ndarray, fps: float) -> None:
-    import av
-
     codec, options = _pick_encoder(ext)
     arr = _pad_even(arr)
     t, h, w = arr.shape[:3]
@@ -581,8 +572,6 @@ def _write_av(tmp: str, ext: str, arr: np.ndarray, fps: float) -> None:
 
 
 def _write_gif(tmp: str, arr: np.ndarray, fps: float) -> None:
-    from PIL import Image
-
     images = [Image.fromarray(f) for f in arr]
     # GIF delays are whole 1/100 s; Pillow merges identical consecutive frames (timing kept).
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BadInputError, DiffmemError
+from ..features.builtin import BuiltinDescriptor
 from ..io.video import resize_frames
 
 FEATURE_SPACES = ("builtin", "inception")
@@ -136,8 +137,6 @@ class DescriptorFeatures:
 
     def __init__(self, descriptor=None):
         if descriptor is None:
-            from ..features.builtin import BuiltinDescriptor
-
             descriptor = BuiltinDescriptor()
         self.descriptor = descriptor
 

@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import DiffmemError
+
 KINDS = ("video", "image")
 SPACES = ("latent", "pixel")
 SCHEDULERS = ("ddim", "ddpm", "default")
@@ -102,8 +104,6 @@ class DenoiserAdapter(abc.ABC):
         import diffusers
 
         if name not in SCHEDULERS:
-            from ..errors import DiffmemError
-
             raise DiffmemError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
         cls_name = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}.get(name, self.default_scheduler)
         cls = getattr(diffusers, cls_name)

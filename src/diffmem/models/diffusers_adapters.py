@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -156,8 +157,6 @@ def load_diffusers(path: str | Path, device: str | torch.device = "cpu",
         raise BadInputError(path, "not a diffusers pipeline folder (no model_index.json)")
     if cls_name not in SUPPORTED:
         raise BadInputError(path, f"pipeline class {cls_name} is not supported (supported: {', '.join(SUPPORTED)})")
-    import warnings
-
     kwargs = {"local_files_only": True, "torch_dtype": dtype}
     if cls_name == "StableDiffusionPipeline":
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -17,6 +17,8 @@ import torch
 from ..device import resolve_device
 from ..errors import BadInputError
 from .adapter import DenoiserAdapter
+from .diffusers_adapters import load_diffusers, pipeline_class_of
+from .tiny import FORMAT, TinyAdapter, load_tiny, load_tiny_files
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -34,9 +36,6 @@ def builtin_names() -> list[str]:
 
 def load_adapter(spec: str | Path, device: str | torch.device | None = "cpu") -> DenoiserAdapter:
     """A `DenoiserAdapter` for a short name, a tiny-model folder or a diffusers pipeline folder."""
-    from .diffusers_adapters import load_diffusers, pipeline_class_of
-    from .tiny import FORMAT, TinyAdapter, load_tiny, load_tiny_files
-
     dev = resolve_device(device if device is not None else "cpu")
     spec = str(spec)
     if spec.startswith("builtin:"):

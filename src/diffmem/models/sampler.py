@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import DiffmemError
 from .adapter import DenoiserAdapter, predicted_x0
@@ -160,8 +161,6 @@ def iter_samples(
     probe.set_timesteps(config.num_steps)
     total_steps = len(probe.timesteps) if max_steps is None else min(max_steps, len(probe.timesteps))
     n_batches = (n + batch_size - 1) // batch_size
-
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=n_batches * total_steps, desc=f"sampling {adapter.name or 'model'}", unit="step",
                disable=not progress, leave=False)

@@ -21,6 +21,7 @@ are a folder with `config.json` and `model.safetensors` (`save_tiny` / `load_tin
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -32,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DiffmemError
+from ..io.results import write_json
 from .adapter import DenoiserAdapter, timestep_tensor
 
 FORMAT = "diffmem-tiny/1"
@@ -321,8 +323,6 @@ def save_tiny(model: TinyModel, folder: str | Path, extra: dict | None = None, h
     the float16 rounding of these small weights changes samples far less than the sampling noise)."""
     from safetensors.torch import save_file
 
-    from ..io.results import write_json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
@@ -370,8 +370,6 @@ def load_tiny_files(cfg_path: str | Path, weights: str | Path, device: str | tor
 
 
 def file_sha256(path: str | Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -421,8 +419,6 @@ class TinyAdapter(DenoiserAdapter):
 
     def latent_shape(self, num_frames: int | None = None, height: int | None = None,
                      width: int | None = None) -> tuple[int, ...]:
-        from ..errors import DiffmemError
-
         c, s = self.cfg.latent_channels, self.cfg.latent_size
         for what, got, want in (("num_frames", num_frames, self.cfg.frames), ("height", height, self.cfg.size),
                                 ("width", width, self.cfg.size)):

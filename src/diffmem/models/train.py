@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
 import time
@@ -33,9 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
-from .tiny import TinyConfig, TinyModel, build_vocab, save_tiny
+from ..io.results import environment, read_json
+from ..io.video import read_frames
+from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, save_tiny
 
 STATE = "train_state.pt"
 
@@ -97,11 +102,6 @@ def load_training_data(world: str | Path, cfg: TrainConfig, progress: bool = Tru
 
     Unreadable items are skipped and reported, the rest is used.
     """
-    from tqdm.auto import tqdm
-
-    from ..data.manifest import load_manifest
-    from ..io.video import read_frames
-
     manifest = load_manifest(_manifest_source(Path(world)))
     skipped = list(manifest.skipped)
     frames, captions, ids = [], [], []
@@ -148,10 +148,6 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def _world_info(world: Path) -> dict:
     """Seed and size of a diffmem world (from its marker), else just the path."""
-    import json
-
-    from .tiny import file_sha256
-
     marker = Path(world) / ".diffmem-world.json"
     info = {"path": str(world)}
     src = _manifest_source(Path(world))
@@ -172,10 +168,6 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
 
     Returns a summary dict (also stored in out/config.json under "training").
     """
-    from tqdm.auto import tqdm
-
-    from ..io.results import environment, read_json
-
     world, out = Path(world), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE

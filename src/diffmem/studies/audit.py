@@ -34,11 +34,17 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
+from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..index.content import DEFAULT_FPS, ItemFrames, build_content_index, open_content_index, read_item_frames
+from ..io.figures import HistPanel, histogram_figure
+from ..io.html import config_block, esc, figure_png, img, page, png_data_uri, table
 from ..io.results import environment, read_json, write_json, write_parquet, write_text
 from ..metrics.content import copy_table, score_item
+from .motion_audit import MotionAuditConfig, motion_part
 
 VERDICTS = ("content", "motion", "both", "none")
 MAX_REPORT_ITEMS = 100  # flagged items shown with pictures in report.html (all are in the tables)
@@ -79,7 +85,7 @@ class ContentPart:
     def __init__(self, index, descriptor, threshold: float, batch_size: int = 64):
         if threshold is None:
             raise DiffmemError(f"descriptor {descriptor.policy.name!r} has no calibrated tau_c; pass a threshold "
-                               "(calibrate one with diffmem.features.calibrate.calibrate_threshold)")
+                               "(calibrate one with diffmem.metrics.calibrate.calibrate_threshold)")
         self.index, self.descriptor, self.threshold, self.batch_size = index, descriptor, float(threshold), batch_size
 
     def config(self) -> dict:
@@ -148,17 +154,15 @@ def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None
 def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str | None = None,
           sha256: str | None = None, threshold: float | None = None, fps: float | None = None,
           factory: str = "Flat", device: Any = "cpu", batch_size: int = 64, progress: bool = True,
-          parts: Sequence[AuditPart] = (), report: bool = True, motion: Any = None,
+          parts: Sequence[AuditPart] = (), report: bool = True, motion: MotionAuditConfig | bool = True,
           motion_index: str | Path | None = None) -> AuditResult:
     """Audit generated items against a training set or a saved content index; see the module docstring.
 
     descriptor/policy/sha256: as `diffmem.features.load_descriptor` (default: the index's own, or builtin).
     threshold: tau_c (default: the descriptor policy's). fps: frame rate for sampling (default: the
-    index's; 8 when building). parts: extra `AuditPart`s after the content part. motion: a
-    `MotionAuditConfig` to add the motion part (None: content only); motion_index: its folder
-    (default OUT/motion_index)."""
-    from ..data.manifest import load_manifest
-
+    index's; 8 when building). parts: extra `AuditPart`s after the content part. motion: the motion
+    part's `MotionAuditConfig` (True, the default as in the CLI: the default config; False: content only);
+    motion_index: its folder (default OUT/motion_index)."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,9 +170,9 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
         train_or_index, out, descriptor=descriptor, policy=policy, sha256=sha256, threshold=threshold, fps=fps,
         factory=factory, device=device, batch_size=batch_size, progress=progress)
     content = ContentPart(index, desc, desc.threshold if threshold is None else threshold, batch_size)
-    if motion is not None:
-        from .motion_audit import motion_part
-
+    if motion is True:
+        motion = MotionAuditConfig()
+    if motion:
         parts = [motion_part(index, out, motion, motion_index=motion_index, progress=progress), *parts]
     all_parts: list[AuditPart] = [content, *parts]
     manifest = load_manifest(generated)
@@ -188,8 +192,6 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     records: list[dict] = []
     bar = manifest.items
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(manifest.items, desc="auditing", unit="item", leave=False)
     for it in bar:
         rec_path = items_dir / f"{hashlib.sha1(it.id.encode()).hexdigest()[:20]}.json"
@@ -225,8 +227,6 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     if items:
         write_parquet(out / "audit.parquet", [_parquet_row(r) for r in items])
     else:  # an empty table still has the columns
-        import pandas as pd
-
         write_parquet(out / "audit.parquet", pd.DataFrame(columns=_COLUMNS))
     write_json(out / "audit.json", {"config": config, "summary": summary, "items": items, "skipped": skipped})
     result = AuditResult(out, config, summary, items, skipped)
@@ -271,24 +271,13 @@ _COLUMNS = ["id", "path", "caption", "kind", "n_frames", "truncated", "content_s
 # ----------------------------------------------------------------------------- report
 
 def _histogram(scores: np.ndarray, tau: float) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.html import figure_png
-
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    if scores.size:
-        ax.hist(scores, bins=min(40, max(5, scores.size)), range=(min(0.0, scores.min()), 1.0), color="#4a7fb5")
-    ax.axvline(tau, color="#b00", ls="--", label=f"tau_c = {tau:g}")
-    for t, c in ((0.5, "#888"), (0.4, "#bbb")):
-        if abs(t - tau) > 1e-9:
-            ax.axvline(t, color=c, ls=":", label=f"{t:g}")
-    ax.set_xlabel("content score (max over frames of the nearest-training-frame similarity)")
-    ax.set_ylabel("items")
-    ax.legend(fontsize=8)
-    return figure_png(fig)
+    lines = [(tau, {"color": "#b00", "ls": "--", "label": f"tau_c = {tau:g}"})]
+    lines += [(t, {"color": c, "ls": ":", "label": f"{t:g}"}) for t, c in ((0.5, "#888"), (0.4, "#bbb")) if abs(t - tau) > 1e-9]
+    panel = HistPanel(hists=[(scores, {"color": "#4a7fb5"})] if scores.size else [],
+                      bins=min(40, max(5, scores.size)), range=(min(0.0, scores.min()), 1.0) if scores.size else None,
+                      lines=lines, xlabel="content score (max over frames of the nearest-training-frame similarity)",
+                      ylabel="items")
+    return figure_png(histogram_figure([panel], panel_size=(6, 2.6), legend_fontsize=8, tight_layout=False))
 
 
 class _TrainFrames:
@@ -312,8 +301,6 @@ class _TrainFrames:
 
 def render_report(result: AuditResult, *, index=None, fps=None, max_items: int = MAX_REPORT_ITEMS,
                   frames_per_item: int = 8, audit_parts: Sequence = ()) -> str:
-    from ..io.html import config_block, img, page, table
-
     s = result.summary
     tau = s["threshold"]
     scores = np.array([it["content_score"] for it in result.items], dtype=np.float64)
@@ -356,8 +343,6 @@ def render_report(result: AuditResult, *, index=None, fps=None, max_items: int =
 
 
 def _item_block(r: dict, train: _TrainFrames, fps, n: int, tau: float) -> str:
-    from ..io.html import esc, img, png_data_uri
-
     m = r.get("content_match") or {}
     head = (f"<h3>{esc(r['id'])} <span class='flag'>{esc(r['verdict'])}</span></h3>"
             f"<p>content score {esc(_f(r['content_score']))}, coverage {esc(_f(r['coverage']))}; best match "

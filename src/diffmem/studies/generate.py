@@ -23,8 +23,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..data.prompts import read_prompts
 from ..errors import DiffmemError
+from ..io.image import write_image
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
+from ..io.video import write_video
+from ..models.adapter import DenoiserAdapter, frames_to_uint8
+from ..models.registry import load_adapter
+from ..models.sampler import SamplerConfig, iter_samples
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,6 @@ class GenerateSettings:
         return asdict(self)
 
     def sampler_config(self):
-        from ..models.sampler import SamplerConfig
-
         return SamplerConfig(num_steps=self.steps, guidance_scale=self.guidance, scheduler=self.scheduler,
                              eta=self.eta, negative_prompt=self.negative_prompt, num_frames=self.num_frames,
                              height=self.height, width=self.width)
@@ -63,11 +67,9 @@ class PromptSpec:
 
 
 def as_prompt_specs(prompts) -> list[PromptSpec]:
-    """A prompt file path (.txt / .jsonl / .csv / .parquet, via `studies.prompts.read_prompts`), or a
+    """A prompt file path (.txt / .jsonl / .csv / .parquet, via `data.prompts.read_prompts`), or a
     list of strings / dicts / PromptSpec."""
     if isinstance(prompts, (str, Path)):
-        from .prompts import read_prompts
-
         return [PromptSpec(e.id, e.prompt, e.group) for e in read_prompts(prompts)]
     out = []
     for k, p in enumerate(prompts):
@@ -99,12 +101,6 @@ def generate(model, prompts, out: str | Path, settings: GenerateSettings = Gener
     `after_batch(rows)`: called with the rows of each batch once its samples are written (so what a hook
     recorded for them is saved with them, and survives a kill).
     """
-    from ..io.image import write_image
-    from ..io.video import write_video
-    from ..models.adapter import DenoiserAdapter, frames_to_uint8
-    from ..models.registry import load_adapter
-    from ..models.sampler import iter_samples
-
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
     adapter = model if isinstance(model, DenoiserAdapter) else load_adapter(model, device)

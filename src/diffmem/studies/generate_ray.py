@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
 from ..errors import DiffmemError
+from ..index.ray_engine import actor_pool, ray_session
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
-from .generate import GenerateSettings, PromptSpec, as_prompt_specs
+from ..models.registry import load_adapter
+from .generate import GenerateSettings, PromptSpec, as_prompt_specs, generate
 
 __all__ = ["generate_ray", "plan_sweep"]
 
@@ -62,8 +68,6 @@ def _part_done(part: Path, n_samples: int) -> bool:
         return False
     if info.get("status") != "done" or info.get("n_samples") != n_samples:
         return False
-    import pandas as pd
-
     m = pd.read_parquet(part / "manifest.parquet")
     return len(m) == n_samples and all((part / p).is_file() for p in m["path"])
 
@@ -76,11 +80,7 @@ class _Generator:
     """Ray Data actor: loads the model once, runs `generate` for one task per call."""
 
     def __init__(self, model, device, settings: dict, batch_size: int, out: str, threads: int = 1):
-        import torch
-
         torch.set_num_threads(max(1, int(threads)))
-        from ..models.registry import load_adapter
-
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.adapter = load_adapter(model, device)
@@ -88,8 +88,6 @@ class _Generator:
         self.batch_size, self.out = batch_size, Path(out)
 
     def __call__(self, batch: dict) -> dict:
-        from .generate import generate
-
         names = []
         for raw in batch["task"]:
             t = json.loads(str(raw))
@@ -102,8 +100,6 @@ class _Generator:
 
 def _merge(out: Path, specs: list[PromptSpec], tasks: list[dict]):
     """The parts' manifests as one, in `generate`'s order and with its ids: prompt by prompt, k = 0..n-1."""
-    import pandas as pd
-
     frames = []
     for t in tasks:
         m = pd.read_parquet(out / "parts" / t["name"] / "manifest.parquet")
@@ -129,10 +125,6 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateSettings = G
     model: a spec string for `models.load_adapter` (each actor loads its own copy).
     address / num_cpus: as for `index.ray_engine.ray_session`; num_actors default: one per GPU, else per CPU.
     """
-    import time
-
-    from ..index.ray_engine import actor_pool, ray_session
-
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
     if not isinstance(model, (str, Path)):
@@ -168,8 +160,6 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateSettings = G
                                     batch_size=batch_size, out=str(out)))
             bar = None
             if progress:
-                from tqdm.auto import tqdm
-
                 bar = tqdm(total=len(todo), desc="ray: generating", unit="task", leave=False)
             for _ in ds.iter_rows():
                 if bar is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..data.manifest import Item
 from ..errors import BadInputError, Skipped
@@ -96,8 +97,6 @@ def audit_motion(generated: Iterable, index: MotionIndex, config: MotionAuditCon
                  ) -> tuple[dict[str, MotionResult], list[Skipped]]:
     """Motion results for every generated item (manifest `Item`s); unreadable ones are skipped and reported.
     An image gets a result too (no flow: 'too short'), so every item has a motion verdict."""
-    from tqdm.auto import tqdm
-
     auditor = MotionAuditor(index, config, groups)
     results, skipped = {}, []
     for it in tqdm(list(generated), desc="motion audit", unit="item", disable=not progress):

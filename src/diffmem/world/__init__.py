@@ -12,8 +12,21 @@ never import this package; studies, the CLI, tests and benchmarks do.
 """
 from .assets import BACKGROUNDS, SPRITES, Sprite, load_sprite, load_texture
 from .build import SIZES, WorldSize, WorldSummary, item_specs, load_ground_truth, make_world
-from .clips import (COMMON_MOTIONS, DIRECTIONS, MOTION_PARAMS, MOTIONS, SIGNATURE_MOTIONS, ClipSpec, Trajectory,
-                    caption, caption_of, render_clip, texture_side, trajectory, true_flow)
+from .clips import (
+                    COMMON_MOTIONS,
+                    DIRECTIONS,
+                    MOTION_PARAMS,
+                    MOTIONS,
+                    SIGNATURE_MOTIONS,
+                    ClipSpec,
+                    Trajectory,
+                    caption,
+                    caption_of,
+                    render_clip,
+                    texture_side,
+                    trajectory,
+                    true_flow,
+)
 from .judge import WorldAlignment, WorldCaption, parse_world_caption
 
 __all__ = [

@@ -11,6 +11,8 @@ A texture is a square RGB float image; frames are windows cut out of it.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -117,9 +119,6 @@ def _faces() -> np.ndarray:
 def _digits() -> np.ndarray:
     # Read the CSV that scikit-learn bundles directly: importing sklearn takes seconds (scipy), and
     # load_digits() reads this same file (64 pixel values 0..16, then the label, per row).
-    import importlib.util
-    import os
-
     spec = importlib.util.find_spec("sklearn")
     path = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", "digits.csv.gz") if spec else ""
     if os.path.exists(path):

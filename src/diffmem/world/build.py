@@ -77,6 +77,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..errors import BadInputError
 from ..io.image import write_image
@@ -450,8 +451,6 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
     write_json(out / _MARKER, {"format": FORMAT, "seed": seed, "size": size})
     sources, reserved, rng = _plan(seed, cfg)
     prompts = _prompts(sources, reserved, rng, cfg)
-
-    from tqdm.auto import tqdm
 
     for src in tqdm(sources, desc="world", unit="clip", disable=not progress):
         _write_source(out, src)

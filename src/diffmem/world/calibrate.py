@@ -1,6 +1,6 @@
 """The run that calibrated the `builtin` descriptor's tau_c (`python -m diffmem.world.calibrate`).
 
-It reproduces `diffmem.features.builtin.CALIBRATION` with the procedure of `diffmem.features.calibrate`,
+It reproduces `diffmem.features.builtin.CALIBRATION` with the procedure of `diffmem.metrics.calibrate`,
 on two domains of known-novel frames split by source: natural pictures (`natural_groups`) and frames of
 the synthetic world (`make_world(size="small", seed=1)`). It lives with the world because it builds one;
 the library layers only read the stored result.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..features.builtin import BuiltinDescriptor
-from ..features.calibrate import calibrate_threshold, edit_recall, natural_groups
 from ..io.results import write_json
 from ..io.video import read_frames
+from ..metrics.calibrate import calibrate_threshold, edit_recall, natural_groups
 from .build import load_ground_truth, make_world
 
 

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from ..errors import DiffmemError
-from ..io.video import resize_frames
 from ..features.motion import VideoMotion, describe_motion
+from ..io.video import resize_frames
 from .assets import load_sprite, load_texture, n_instances
 from .clips import BACKGROUNDS, DIRECTIONS, SPRITES, ClipSpec, caption_of, texture_side, true_flow
 

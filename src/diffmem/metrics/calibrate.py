@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from .base import Descriptor
-from .edits import EDITS, apply_edit
+from ..features.base import Descriptor
+from ..features.edits import EDITS, apply_edit
+from .content import nearest_training_frames
 
 
 @dataclass
@@ -45,24 +46,11 @@ class Calibration:
         return asdict(self)
 
 
-def max_similarity(queries: np.ndarray, reference: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per query row: max dot product with any reference row, and its argmax (chunked matmul)."""
-    best = np.full(len(queries), -np.inf, np.float32)
-    arg = np.zeros(len(queries), np.int64)
-    for i in range(0, len(reference), chunk):
-        s = queries @ reference[i:i + chunk].T
-        j = s.argmax(1)
-        v = s[np.arange(len(queries)), j]
-        better = v > best
-        best[better], arg[better] = v[better], j[better] + i
-    return best, arg
-
-
 def calibrate_threshold(reference: np.ndarray, novel: np.ndarray, fpr: float = 0.01) -> Calibration:
     """tau_c from descriptors of reference frames (N,D) and known-novel frames (M,D); see the module doc."""
     if not 0 < fpr < 1:
         raise ValueError(f"fpr must be in (0, 1), got {fpr}")
-    s, _ = max_similarity(novel, reference)
+    s, _ = nearest_training_frames(novel, reference)
     tau = float(np.quantile(s, 1 - fpr))
     # pair-level rate from a bounded sample of pairs (memory)
     m = min(len(novel), 2000)
@@ -81,7 +69,7 @@ def edit_recall(descriptor: Descriptor, reference_frames: np.ndarray, reference_
     out = {}
     for name in EDITS:
         q = np.stack([apply_edit(name, reference_frames[i], seed=int(i)) for i in idx])
-        s, a = max_similarity(descriptor.encode(q), reference_desc)
+        s, a = nearest_training_frames(descriptor.encode(q), reference_desc)
         out[name] = float(((s > threshold) & (reference_groups[a] == reference_groups[idx])).mean())
     return out
 

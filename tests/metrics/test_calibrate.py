@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from diffmem.features.calibrate import calibrate_threshold, max_similarity
+from diffmem.metrics.calibrate import calibrate_threshold
 
 
 def _unit(s):
@@ -23,11 +23,3 @@ def test_threshold_is_the_quantile_of_nearest_reference_similarity():
     assert cal.pair_fpr == pytest.approx(1 / 200)
     with pytest.raises(ValueError):
         calibrate_threshold(ref, _unit(s), fpr=0)
-
-
-def test_max_similarity_chunks_agree_with_brute_force():
-    rng = np.random.default_rng(0)
-    q, r = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(23, 5)).astype(np.float32)
-    s, a = max_similarity(q, r, chunk=4)
-    full = q @ r.T
-    assert np.array_equal(a, full.argmax(1)) and np.allclose(s, full.max(1))

@@ -1,0 +1,83 @@
+"""What the demo runs with: the model, the sampler settings, the record of both, and the study's prompt set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data.prompts import PromptEntry, read_prompts
+from ..errors import DiffmemError
+from ..metrics.duplicates import normalize_caption
+from ..models.adapter import DenoiserAdapter
+from ..models.registry import load_adapter
+
+# Stage folders that depend on the model and sampler settings (replaced by force=True).
+MODEL_STAGES = ("extract", "detect", "amg")
+# The world prompt groups added to the curated prompts as controls (and the groups their rates are reported by).
+CONTROL_GROUPS = ("novel", "motion_memorization")
+
+SETTINGS_FILE = "demo_settings.json"
+
+
+def settings_changed(out: Path, settings: dict) -> str | None:
+    """What differs between `settings` and those the model's stages in `out` were made with (None: nothing,
+    or nothing made yet). A folder of an older version without the record counts as changed when it
+    finished (its demo.json exists); an interrupted one is left to resume (generation refuses a mismatch)."""
+    if not settings or not any((out / sub).is_dir() for sub in MODEL_STAGES):
+        return None
+    try:
+        old = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return "not recorded" if (out / "demo.json").is_file() else None
+    diff = [f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+    return ", ".join(diff) or None
+
+
+def load_model(model):
+    """(adapter, None) or (None, why it is not available)."""
+    if isinstance(model, DenoiserAdapter):
+        return model, None
+    try:
+        return load_adapter(model, "cpu"), None
+    except DiffmemError as e:
+        return None, str(e)
+
+
+# The demo samples at guidance 3: the committed tiny model memorizes most cleanly there (its checkpoints
+# README measures 91 % of duplicated-video samples copying a clip at guidance 3, 59 % at 7.5, and no novel
+# prompt copying at either). The library default elsewhere stays 7.5, Stable Diffusion's convention.
+DEMO_STEPS, DEMO_GUIDANCE = 25, 3.0
+
+
+def sampler_defaults(adapter, steps, guidance) -> dict:
+    """Sampler settings: given ones, else the model's recommendation (`adapter.recommended`), else the demo's."""
+    rec = dict(getattr(adapter, "recommended", None) or {}) if adapter is not None else {}
+    return {"steps": int(steps or rec.get("steps", DEMO_STEPS)),
+            "guidance": float(guidance or rec.get("guidance", DEMO_GUIDANCE))}
+
+
+def study_prompts(curated, world_prompts: Path, top: int | None, novel: int | None = None):
+    """Curated prompts (tagged with the world's group when the world lists that text) + the world's
+    control prompts (novel, motion memorization), each text once, with unique ids."""
+    world = read_prompts(world_prompts)
+    group_of = {normalize_caption(e.prompt): e.group for e in world}
+    chosen = curated[:top] if top is not None else list(curated)
+    out, seen = [], set()
+    for e in chosen:
+        key = normalize_caption(e.prompt)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(PromptEntry(e.id, e.prompt, group=group_of.get(key, "curated_other"), evidence=e.evidence,
+                               source="curated"))
+    k = n_novel = 0
+    for e in world:
+        key = normalize_caption(e.prompt)
+        if e.group == "novel":
+            if novel is not None and n_novel >= novel:
+                continue
+            n_novel += 1
+        if e.group in CONTROL_GROUPS and key not in seen:
+            seen.add(key)
+            k += 1
+            out.append(PromptEntry(f"w{k:03d}", e.prompt, group=e.group, evidence=e.evidence, source="world"))
+    return out
