@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from diffmem import cli
 
@@ -40,7 +41,13 @@ def test_world_without_action_shows_help(capsys):
     assert "make" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_builds_the_world_under_out(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--size", "tiny", "--seed", "1"]) == 0
-    assert (tmp_path / "d" / "world" / "train.parquet").exists()
-    assert "world" in capsys.readouterr().out
+    """The CLI demo end to end with the committed model, at the smallest settings (every stage but AMG,
+    which tests/studies/test_amg.py runs; the full-size run is `make demo`)."""
+    out = tmp_path / "d"
+    assert cli.main(["demo", "--out", str(out), "--size", "tiny", "--seed", "1", "--n", "1", "--steps", "3",
+                     "--top", "3", "--novel", "1", "--no-amg", "--quiet"]) == 0
+    assert (out / "world" / "train.parquet").exists() and (out / "report.html").exists()
+    printed = capsys.readouterr().out
+    assert "world" in printed and "extract" in printed and "SKIPPED: turned off (--no-amg)" in printed

@@ -14,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _memorizer import WorldMemorizer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the whole study, end to end
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

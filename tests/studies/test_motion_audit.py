@@ -250,6 +250,7 @@ def test_world_clip_rerendered_in_another_appearance_is_motion(tmp_path):
     assert not still.motion_memorized and still.natural_motion["reason"].startswith("static")
 
 
+@pytest.mark.slow
 def test_audit_end_to_end_with_the_motion_part(tmp_path):
     """`diffmem.studies.audit.audit` with the motion part: verdicts content / motion / both / none,
     the motion fields in audit.json and audit.parquet, the motion match in report.html, and resume."""
