@@ -8,7 +8,7 @@ import json
 import math
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -102,8 +102,11 @@ def write_parquet(path: str | Path, rows: Iterable[dict] | "pandas.DataFrame") -
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A result table written by `write_parquet`, its nested columns as Python lists and dicts (not JSON
-    text), missing values as None."""
+    """A result table, nested columns as Python lists and dicts (not JSON text), missing values as None:
+    Parquet written by `write_parquet`, or JSON lines (prompt and label files)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return pd.DataFrame([json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()])
     table = pq.read_table(path)
     nested = json.loads((table.schema.metadata or {}).get(_JSON_COLUMNS, b"[]"))
     df = table.to_pandas()
@@ -115,20 +118,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 @dataclass
 class Result:
-    """What a study returns: its folder, its summary, and its per-row table (`to_pandas`) and report."""
+    """What a study returns: its folder, its summary, its tables (`to_pandas`) and its HTML report."""
 
     out: Path
     summary: dict
-    table: Path | None = None
+    tables: dict[str, Path] = field(default_factory=dict)   # name -> file; the first is the main one
     report: Path | None = None
 
-    def to_pandas(self) -> pd.DataFrame:
-        """The per-row table, nested columns as lists and dicts."""
-        if self.table is None:
+    def to_pandas(self, table: str | None = None) -> pd.DataFrame:
+        """A table as a DataFrame (default: the main one), nested columns as lists and dicts."""
+        if not self.tables:
             raise ValueError(f"{self.out}: this result has no table")
-        return read_table(self.table)
+        name = table or next(iter(self.tables))
+        if name not in self.tables:
+            raise ValueError(f"no table {name!r}; this result has {', '.join(self.tables)}")
+        return read_table(self.tables[name])
 
     def __repr__(self) -> str:
-        parts = [f"out={str(self.out)!r}"] + [f"{k}={v!r}" for k, v in self.summary.items()
-                                               if isinstance(v, (int, float, str)) and not isinstance(v, bool)][:6]
-        return f"{type(self).__name__}({', '.join(parts)})"
+        nums = [f"{k}={v!r}" for k, v in self.summary.items()
+                if isinstance(v, (int, float, str)) and not isinstance(v, bool)][:6]
+        return f"{type(self).__name__}(out={str(self.out)!r}, tables={list(self.tables)}, {', '.join(nums)})"
