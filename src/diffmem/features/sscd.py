@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInputError, DiffmemError
+from ..io.atomic import atomic_output
 from .base import Descriptor
 from .policy import sscd_policy
 
@@ -52,17 +52,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _download(url: str, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310
+        with atomic_output(dest, suffix=".part") as tmp, open(tmp, "wb") as out, \
+                urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310
             shutil.copyfileobj(resp, out)
-        os.replace(tmp, dest)
     except OSError as e:
         raise DiffmemError(f"{url}: download failed ({e}); download it yourself and pass the local path") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

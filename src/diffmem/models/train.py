@@ -26,7 +26,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
+from ..io.atomic import atomic_output
 from ..io.results import environment, read_json
 from ..io.video import read_frames
 from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, save_tiny
@@ -141,9 +141,8 @@ def _lr_at(step: int, total: int, lr: float, min_lr: float, warmup: int) -> floa
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _world_info(world: Path) -> dict:

@@ -69,7 +69,6 @@ seed and size (then the run resumes / is idempotent); `force=True` overwrites an
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -80,6 +79,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError
+from ..io.atomic import atomic_output
 from ..io.image import write_image
 from ..io.results import environment, write_json, write_parquet, write_text
 from ..io.video import write_video
@@ -433,9 +433,8 @@ def _write_source(out: Path, src: _Source) -> None:
             write_video(first, frames, fps=src.spec.fps)
     for p in paths:  # copies are byte-identical
         if not p.exists():
-            tmp = p.with_name(f".{p.name}.tmp")
-            shutil.copyfile(first, tmp)
-            os.replace(tmp, p)
+            with atomic_output(p) as tmp:
+                shutil.copyfile(first, tmp)
 
 
 def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, progress: bool = False) -> WorldSummary:
