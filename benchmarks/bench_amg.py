@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.proxy:
-        from diffmem.studies.amg import proxy_agreement
+        from diffmem.world.amg_proxy import proxy_agreement
 
         t0 = time.perf_counter()
         r = proxy_agreement(3)
@@ -62,7 +62,8 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     from diffmem.models.registry import load_adapter
     from diffmem.models.sampler import SamplerConfig, sample
-    from diffmem.studies.amg import AMGSettings, TrainingReference, build_amg_hook
+    from diffmem.guidance.config import AMGConfig
+    from diffmem.guidance.reference import TrainingReference, build_amg_hook
 
     world = Path(args.world)
     adapter = load_adapter(args.model)
@@ -86,7 +87,7 @@ def main() -> None:
             sample(adapter, ps, seeds, cfg, batch_size=len(ps), progress=False)
             best["plain"] = min(best["plain"], time.perf_counter() - t)
             for k in checks:
-                hooks[k] = build_amg_hook(ref, AMGSettings(check_every=k), kind=adapter.kind)
+                hooks[k] = build_amg_hook(ref, AMGConfig(check_every=k), kind=adapter.kind)
                 t = time.perf_counter()
                 sample(adapter, ps, seeds, cfg, batch_size=len(ps), hooks=[hooks[k]], progress=False)
                 best[k] = min(best[k], time.perf_counter() - t)

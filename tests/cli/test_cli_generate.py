@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +12,14 @@ import pytest
 import torch
 
 from diffmem import cli
+from diffmem.cli.amg import amg_config_from_args as evaluate_amg_config
+from diffmem.cli.generate import amg_config_from_args as generate_amg_config
 from diffmem.data.manifest import load_manifest
+from diffmem.guidance.config import AMGConfig
 from diffmem.io.video import read_frames
 from diffmem.models.tiny import TinyConfig, TinyModel, build_vocab, save_tiny
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 PROMPTS = [{"prompt": "a cat moves right across grass", "group": "novel"},
            {"prompt": "a picture of a face on stars", "group": "duplicated_image", "id": "face"}]
@@ -106,3 +113,54 @@ def test_bad_inputs_are_reported(tmp_path, capsys):
     model = _model(tmp_path / "m")
     assert cli.main(["generate", str(model), "--prompts", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 1
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_amg_flags_default_to_the_one_configuration():
+    parser = cli.build_parser()
+    gen = parser.parse_args(["generate", "m", "--prompts", "p", "--out", "o", "--amg", "--index", "i"])
+    assert generate_amg_config(gen) == AMGConfig()
+    ev = parser.parse_args(["amg", "evaluate", "m", "--prompts", "p", "--index", "i", "--out", "o"])
+    assert evaluate_amg_config(ev) == AMGConfig()
+    ev = parser.parse_args(["amg", "evaluate", "m", "--prompts", "p", "--index", "i", "--out", "o", "--c3", "50",
+                            "--content-lo", "0.9", "--no-motion", "--schedule", "parabolic"])
+    assert evaluate_amg_config(ev) == AMGConfig(c3=50.0, content_lo=0.9, motion=False, schedule="parabolic")
+    gen = parser.parse_args(["generate", "m", "--prompts", "p", "--out", "o", "--amg-check-every", "3"])
+    assert generate_amg_config(gen) == AMGConfig(check_every=3)
+
+
+def _readme_amg_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    lib = text[text.index("## Anti-Memorization Guidance"):]
+    lib = lib[lib.index("### Library"):]
+    start = lib.index("```python\n") + len("```python\n")
+    return lib[start:lib.index("```", start)]
+
+
+@pytest.mark.slow
+def test_readme_amg_example_gives_the_cli_samples(tmp_path, monkeypatch):
+    """The README's Python AMG example, run as written, and `diffmem generate --amg` give the same samples."""
+    monkeypatch.chdir(tmp_path)  # the README's relative paths: world/, runs/
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "prompts.jsonl").write_text(json.dumps(PROMPTS[0]) + "\n")  # one prompt x 2 seeds: quick
+    # a training set the committed tiny model copies for sure: its own plain samples of these prompts
+    assert cli.main(["generate", "builtin:tiny-t2v", "--prompts", "world/prompts.jsonl", "--out", "world",
+                     "--n", "2"]) == 0
+    shutil.copy(world / "manifest.parquet", world / "train.parquet")
+    assert cli.main(["generate", "builtin:tiny-t2v", "--prompts", "world/prompts.jsonl", "--out", "runs/gen-amg",
+                     "--n", "2", "--amg", "--index", "world"]) == 0
+    exec(compile(_readme_amg_example(), str(README), "exec"), {})
+    cli_out, py_out = tmp_path / "runs" / "gen-amg", tmp_path / "runs" / "gen-amg-py"
+    a, b = pd.read_parquet(cli_out / "manifest.parquet"), pd.read_parquet(py_out / "manifest.parquet")
+    assert list(a["id"]) == list(b["id"]) and list(a["seed"]) == list(b["seed"]) and len(a) == 2
+    triggered = 0
+    for sid, path in zip(a["id"], a["path"]):
+        x, y = read_frames(cli_out / path).array, read_frames(py_out / path).array
+        np.testing.assert_array_equal(x, y)
+        tx = json.loads((cli_out / "samples" / f"{sid}.amg.json").read_text())
+        ty = json.loads((py_out / "samples" / f"{sid}.amg.json").read_text())
+        assert tx == ty  # the same sigma, lambda and terms at every step, the same configuration
+        if tx["summary"]["amg_triggered_steps"]:
+            triggered += 1
+            assert not np.array_equal(x, read_frames(world / path).array)  # AMG changed the plain sample
+    assert triggered >= 1  # AMG acted, so the equality above is not plain sampling twice

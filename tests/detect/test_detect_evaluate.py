@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from diffmem.detect.evaluate import evaluate_scores, roc_auc, roc_curve, roc_figure, threshold_at_fpr, tpr_at_fpr
+from diffmem.detect.evaluate import evaluate_scores, roc_auc, roc_curve, roc_curves, threshold_at_fpr, tpr_at_fpr
 from diffmem.errors import DiffmemError
 
 
@@ -81,7 +81,11 @@ def test_single_class_and_bad_values_are_errors():
         roc_auc([1, 2, 3], [1, 0])
 
 
-def test_roc_figure_draws():
-    fpr, tpr, _ = roc_curve([3, 2, 1, 0], [1, 1, 0, 0])
-    fig = roc_figure({"content": (fpr, tpr, 1.0)})
-    assert len(fig.axes) == 2
+def test_roc_curves_are_the_curve_and_the_auc_of_each_score():
+    y = [1, 1, 0, 0, 1]
+    got = roc_curves({"a": [3, 2, 1, 0, 2], "b": [0, 1, 2, 3, 1]}, y)
+    for name, sc in (("a", [3, 2, 1, 0, 2]), ("b", [0, 1, 2, 3, 1])):
+        fpr, tpr, _ = roc_curve(sc, y)
+        assert np.array_equal(got[name][0], fpr) and np.array_equal(got[name][1], tpr)
+        assert got[name][2] == roc_auc(sc, y)
+    assert got["a"][2] == 1.0 and got["b"][2] == 0.0

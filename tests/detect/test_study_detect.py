@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from diffmem.detect.calibrate import Calibration, DetectSettings
-from diffmem.errors import BadInputError, PolicyMismatchError
-from diffmem.studies.detect import prompt_scores, read_labels, run_detect
+from diffmem.errors import PolicyMismatchError
+from diffmem.studies.detect import run_detect
 
 from _known_denoiser import KnownAdapter, alternating, frame_constant
 
@@ -118,53 +118,12 @@ def test_calibration_for_other_settings_is_refused(tmp_path):
                    calibration=tmp_path / "c" / "calibration.json", progress=False)
 
 
-def test_prompt_scores_functional_twin():
-    ad = KnownAdapter({"a": alternating(a=2.0)})
-    got = prompt_scores(ad, ["a", "b", "a"], DetectSettings(seeds=2, steps=1, num_steps=10))
-    assert set(got) == {"a", "b"}
-    assert got["a"]["motion"] == pytest.approx(2.0) and got["b"]["total"] == 0.0
-
-
 def test_image_model_reports_the_single_magnitude(tmp_path):
     ad = KnownAdapter({"a": torch.full((4, 3, 3), 3.0)}, shape=(4, 3, 3), kind="image")
     run_detect(ad, ["a", "b"], tmp_path, settings=DetectSettings(seeds=1, steps=1, num_steps=10), calibrate_fpr=0.5,
                progress=False)
     df = pd.read_parquet(tmp_path / "detect.parquet")
     assert "content" not in df.columns and df.set_index("prompt").loc["a", "total"] == pytest.approx(3.0)
-
-
-def test_labels_reader(tmp_path):
-    p = tmp_path / "l.csv"
-    p.write_text("prompt,memorized,kind\na,true,motion\nb,0,\nc,yes,\n")
-    assert read_labels(p) == {"a": {"memorized": True, "kind": "motion"}, "b": {"memorized": False, "kind": "none"},
-                              "c": {"memorized": True, "kind": "content"}}
-    p.write_text("prompt,memorized,kind\na,false,motion\n")
-    with pytest.raises(BadInputError, match="contradicts"):
-        read_labels(p)
-    p.write_text("prompt,memorized\na,maybe\n")
-    with pytest.raises(BadInputError, match="l.csv: row 1"):
-        read_labels(p)
-    p.write_text("prompt,memorized\na,1\na,0\n")
-    with pytest.raises(BadInputError, match="twice"):
-        read_labels(p)
-    with pytest.raises(BadInputError, match="no such"):
-        read_labels(tmp_path / "none.csv")
-
-
-def test_labels_from_the_extract_table(tmp_path):
-    # per-prompt audit counts, as `diffmem extract` writes them; a prompt listed twice pools its samples
-    df = pd.DataFrame([
-        {"prompt_id": "p0", "prompt": "copy", "n_samples": 4, "n_content": 3, "n_motion": 0},
-        {"prompt_id": "p1", "prompt": "moved", "n_samples": 4, "n_content": 0, "n_motion": 1},
-        {"prompt_id": "p2", "prompt": "novel", "n_samples": 4, "n_content": 0, "n_motion": 0},
-        {"prompt_id": "p3", "prompt": "twice", "n_samples": 2, "n_content": 1, "n_motion": 0},
-        {"prompt_id": "p4", "prompt": "twice", "n_samples": 2, "n_content": 0, "n_motion": 2},
-        {"prompt_id": "p5", "prompt": "unsampled", "n_samples": 0, "n_content": 0, "n_motion": 0},
-    ])
-    df.to_parquet(tmp_path / "extract.parquet")
-    lab = read_labels(tmp_path / "extract.parquet")
-    assert {p: (v["memorized"], v["kind"]) for p, v in lab.items()} == {
-        "copy": (True, "content"), "moved": (True, "motion"), "novel": (False, "none"), "twice": (True, "both")}
 
 
 def test_evaluation_within_prompt_groups(tmp_path):

@@ -8,12 +8,16 @@ persists, as it does in a trained model. eps follows from x0: (x_t - sqrt(abar) 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from diffmem.features.base import Descriptor
 from diffmem.features.policy import DescriptorPolicy
+from diffmem.io.video import write_video
 from diffmem.models.adapter import DenoiserAdapter
 
 SHAPE = (3, 4, 16, 16)
@@ -86,3 +90,24 @@ def frames_of(pattern: torch.Tensor) -> np.ndarray:
     """uint8 (F, H, W, 3) of a pattern, as decode would show it."""
     x = ((pattern + 1) / 2).permute(1, 2, 3, 0).clamp(0, 1)
     return np.rint(x.numpy() * 255).astype(np.uint8)
+
+
+DUP, OTHER, NOVEL = "a cat on grass", "a dog on sand", "a cup on wood"
+
+
+def write_toy_training_set(root) -> dict[str, torch.Tensor]:
+    """A training set in `root`: the cat clip three times (byte-identical copies v0-v2), the dog clip once
+    (v3), as mp4 files with train.parquet; prompts.jsonl holds the cat (duplicated_video) and the novel
+    cup. Returns the patterns of all three prompts (for `Memorizer`)."""
+    pats = {DUP: smooth_pattern(1), OTHER: smooth_pattern(2), NOVEL: smooth_pattern(5)}
+    rows = []
+    for cap, copies in ((DUP, 3), (OTHER, 1)):
+        for _ in range(copies):
+            vid = f"v{len(rows)}"
+            write_video(root / f"{vid}.mp4", frames_of(pats[cap]), fps=8.0)
+            rows.append({"id": vid, "path": f"{vid}.mp4", "caption": cap, "kind": "video"})
+    pd.DataFrame(rows).to_parquet(root / "train.parquet")
+    with open(root / "prompts.jsonl", "w") as f:
+        f.write(json.dumps({"prompt": DUP, "group": "duplicated_video"}) + "\n")
+        f.write(json.dumps({"prompt": NOVEL, "group": "novel"}) + "\n")
+    return pats

@@ -6,10 +6,10 @@ import torch
 
 from diffmem.errors import DiffmemError
 from diffmem.guidance.schedules import ThresholdSchedule, make_schedule, schedule_value
-from diffmem.guidance.terms import (CaptionDeduplication, Despecification, Dissimilarity, amg_step, apply_terms,
-                                    dedup_scale, despecification_scale, make_terms)
+from diffmem.guidance.terms import amg_step, dedup_scale, despecification_scale
 
 T = torch.tensor
+C = {"c1": 13.0, "c2": 13.0, "c3": 1.0}  # the constants where a test does not set its own
 
 
 def _batch():
@@ -54,13 +54,13 @@ def test_caps():
     # despecification off: s2's cap is s0 - 1
     eps_c, eps_u, eps_dup, grad = _batch()
     r = amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.3, guidance_scale=s0, alpha_bar_t=0.5, eps_dup=eps_dup,
-                 terms=("dup",))
+                 terms=("dup",), c1=13.0, c2=13.0, c3=1.0)
     assert r.s1.tolist() == [0.0, 0.0]
     assert r.s2.tolist() == pytest.approx([6.5, 6.5])
     # with both on, the total guidance left, s0 - s1 - s2, is never below 1
     for sig in (0.05, 0.3, 0.5, 0.9, 3.0):
         r = amg_step(eps_c, eps_u, T([sig, sig]), -1.0, guidance_scale=s0, alpha_bar_t=0.5, eps_dup=eps_dup,
-                     terms=("spe", "dup"), c1=13.0, c2=20.0)
+                     terms=("spe", "dup"), c1=13.0, c2=20.0, c3=1.0)
         assert (s0 - r.s1 - r.s2 >= 1 - 1e-6).all()
         assert (r.s1 <= s0 - 1 + 1e-6).all()
 
@@ -68,7 +68,8 @@ def test_caps():
 def test_full_despecification_leaves_unit_guidance():
     # s1 = s0 - 1 turns CFG into plain conditional prediction: eps_u + 1 (eps_c - eps_u) = eps_c
     eps_c, eps_u, _, _ = _batch()
-    r = amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=7.5, alpha_bar_t=0.5, terms=("spe",))
+    r = amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=7.5, alpha_bar_t=0.5, terms=("spe",),
+                 c1=13.0, c2=13.0, c3=1.0)
     assert torch.allclose(r.eps, eps_c)
 
 
@@ -77,17 +78,17 @@ def test_switch_is_strict_and_per_sample():
     cfg = eps_u + 7.5 * (eps_c - eps_u)
     # sigma == lambda: not triggered
     r = amg_step(eps_c, eps_u, T([0.3, 0.3]), 0.3, guidance_scale=7.5, alpha_bar_t=0.5, eps_dup=eps_dup,
-                 grad_sigma=grad)
+                 grad_sigma=grad, **C)
     assert r.triggered.tolist() == [False, False]
     assert torch.equal(r.eps, cfg)
     # per-sample lambda
     r = amg_step(eps_c, eps_u, T([0.3, 0.3]), T([0.2, 0.4]), guidance_scale=7.5, alpha_bar_t=0.5,
-                 eps_dup=eps_dup, grad_sigma=grad)
+                 eps_dup=eps_dup, grad_sigma=grad, **C)
     assert r.triggered.tolist() == [True, False]
     assert torch.equal(r.eps[1], cfg[1]) and not torch.equal(r.eps[0], cfg[0])
     # forced switch overrides sigma
     r = amg_step(eps_c, eps_u, T([0.0, 0.0]), 1.0, guidance_scale=7.5, alpha_bar_t=0.5, terms=("sim",),
-                 grad_sigma=grad, triggered=T([True, True]))
+                 grad_sigma=grad, triggered=T([True, True]), **C)  # c3 = 1
     assert torch.allclose(r.eps, cfg + math.sqrt(0.5) * grad)
 
 
@@ -96,7 +97,7 @@ def test_untriggered_nan_gradient_is_masked():
     grad = grad.clone()
     grad[1] = float("nan")
     r = amg_step(eps_c, eps_u, T([0.9, 0.0]), 0.5, guidance_scale=3.0, alpha_bar_t=0.5, terms=("sim",),
-                 grad_sigma=grad)
+                 grad_sigma=grad, **C)
     assert torch.isfinite(r.eps).all()
 
 
@@ -116,7 +117,7 @@ def test_g_sim_lowers_sigma():
     (grad,) = torch.autograd.grad(sigma, x_t)
     assert torch.allclose(grad, w / math.sqrt(a))
     r = amg_step(eps, eps, sigma.detach().reshape(1), -10.0, guidance_scale=1.0, alpha_bar_t=a,
-                 grad_sigma=grad, c3=c3, terms=("sim",), eps_guided=eps)
+                 grad_sigma=grad, c1=13.0, c2=13.0, c3=c3, terms=("sim",), eps_guided=eps)
     new_sigma = (w * x0(x_t.detach(), r.eps)).sum()
     drop = sigma.item() - new_sigma.item()
     assert drop > 0
@@ -128,7 +129,7 @@ def test_g_sim_lowers_sigma():
     s = (torch.nn.functional.normalize(x0(xt, eps), dim=1) * v).sum()
     (g,) = torch.autograd.grad(s, xt)
     r = amg_step(eps, eps, s.detach().reshape(1), -10.0, guidance_scale=1.0, alpha_bar_t=a, grad_sigma=g,
-                 c3=0.05, terms=("sim",), eps_guided=eps)
+                 c1=13.0, c2=13.0, c3=0.05, terms=("sim",), eps_guided=eps)
     s_new = (torch.nn.functional.normalize(x0(xt.detach(), r.eps), dim=1) * v).sum()
     assert s_new.item() < s.item()
 
@@ -136,23 +137,22 @@ def test_g_sim_lowers_sigma():
 def test_missing_inputs_and_unknown_terms():
     eps_c, eps_u, _, _ = _batch()
     with pytest.raises(DiffmemError, match="eps_dup"):
-        amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=2.0, alpha_bar_t=0.5, terms=("dup",))
+        amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=2.0, alpha_bar_t=0.5, terms=("dup",), **C)
     with pytest.raises(DiffmemError, match="grad"):
-        amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=2.0, alpha_bar_t=0.5, terms=("sim",))
+        amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=2.0, alpha_bar_t=0.5, terms=("sim",), **C)
     with pytest.raises(DiffmemError, match="unknown AMG terms"):
-        make_terms(["spe", "nope"])
+        amg_step(eps_c, eps_u, T([1.0, 1.0]), 0.0, guidance_scale=2.0, alpha_bar_t=0.5, terms=("spe", "nope"), **C)
 
 
-def test_term_objects_feed_the_constants():
+def test_a_term_subset_takes_its_constants_and_needs_only_its_inputs():
     eps_c, eps_u, eps_dup, grad = _batch()
-    terms = make_terms(["sim", "spe"], c1=2.0, c3=3.0)
-    assert [type(t) for t in terms] == [Despecification, Dissimilarity]
-    assert [t.needs_grad for t in terms] == [False, True]
-    assert CaptionDeduplication().needs_dup
-    r = apply_terms(terms, eps_c, eps_u, T([0.5, 0.5]), 0.0, guidance_scale=7.5, alpha_bar_t=0.75, grad_sigma=grad)
+    # spe and sim on, in any order: no eps_dup needed; c2 plays no part
+    r = amg_step(eps_c, eps_u, T([0.5, 0.5]), 0.0, guidance_scale=7.5, alpha_bar_t=0.75, grad_sigma=grad,
+                 terms=("sim", "spe"), c1=2.0, c2=99.0, c3=3.0)
     # s1 = 2 * 0.5 = 1; G_sim = 3 * 0.5 * grad
     cfg = eps_u + 7.5 * (eps_c - eps_u)
     assert torch.allclose(r.eps, cfg - 1.0 * (eps_c - eps_u) + 1.5 * grad)
+    assert r.s2.tolist() == [0.0, 0.0] and torch.equal(r.g_dup, torch.zeros_like(eps_c))
 
 
 def test_schedules_by_hand():

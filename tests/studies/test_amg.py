@@ -8,46 +8,29 @@ import pandas as pd
 import pytest
 import torch
 
+from diffmem import cli
 from diffmem.errors import DiffmemError
-from diffmem.io.video import write_video
-from diffmem.studies.amg import (AMGSettings, EvalConfig, TrainingReference, amg_report, amg_table, build_amg_hook,
-                                 evaluate_amg, write_traces)
+from diffmem.guidance.config import AMGConfig
+from diffmem.guidance.hook import write_traces
+from diffmem.guidance.reference import TrainingReference, build_amg_hook
+from diffmem.io.video import read_frames
+from diffmem.models.tiny import TinyConfig, TinyModel, build_vocab, save_tiny
+from diffmem.studies.amg import EvalConfig, evaluate_amg
+from diffmem.studies.amg_report import amg_report, amg_table
+from diffmem.studies.generate import GenerateSettings, generate
+from diffmem.world import make_world
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "guidance"))
-from _amg_toy import Memorizer, frames_of, smooth_pattern  # noqa: E402
+from _amg_toy import DUP, NOVEL, Memorizer, write_toy_training_set  # noqa: E402
 
-DUP, OTHER, NOVEL = "a cat on grass", "a dog on sand", "a cup on wood"
 # two training sources are too few for thresholds from the training set's own similarity quantiles
-TOY_AMG = AMGSettings(content_lambda=(0.5, 0.6))
+TOY_AMG = AMGConfig(content_lambda=(0.5, 0.6))
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
-    pats = {DUP: smooth_pattern(1), OTHER: smooth_pattern(2), NOVEL: smooth_pattern(5)}
-    rows = []
-    for cap, copies in ((DUP, 3), (OTHER, 1)):
-        for c in range(copies):
-            vid = f"v{len(rows)}"
-            write_video(root / f"{vid}.mp4", frames_of(pats[cap]), fps=8.0)
-            rows.append({"id": vid, "path": f"{vid}.mp4", "caption": cap, "kind": "video"})
-    pd.DataFrame(rows).to_parquet(root / "train.parquet")
-    with open(root / "prompts.jsonl", "w") as f:
-        f.write(json.dumps({"prompt": DUP, "group": "duplicated_video"}) + "\n")
-        f.write(json.dumps({"prompt": NOVEL, "group": "novel"}) + "\n")
-    return root, Memorizer(pats)
-
-
-def test_training_reference_and_cache(toy, tmp_path):
-    root, _ = toy
-    ref = TrainingReference.build(root, fps=8.0, cache=tmp_path)
-    assert sorted(set(ref.ids)) == ["v0", "v1", "v2", "v3"] and len(ref.ids) == 16
-    assert ref.groups["v0"] == ref.groups["v1"] == ref.groups["v2"] != ref.groups["v3"]  # byte-identical copies
-    again = TrainingReference.build(root, fps=8.0, cache=tmp_path)  # from the cache file
-    assert np.array_equal(again.vectors, ref.vectors) and again.groups == ref.groups and again.ids == ref.ids
-    frames = frames_of(smooth_pattern(1))
-    s = ref.content_score(frames)
-    assert s["content_score"] > 0.95 and s["content_item_caption"] == DUP
+    return root, Memorizer(write_toy_training_set(root))
 
 
 @pytest.mark.slow
@@ -61,7 +44,6 @@ def test_evaluate_writes_the_table_and_resumes(toy, tmp_path):
     # the toy copies its duplicated clip; AMG lowers the content scores of those samples
     assert tab["baseline"]["dup_content_memorized_pct"] == 100.0
     rows = pd.read_parquet(tmp_path / "amg_samples.parquet")
-    from diffmem.io.video import read_frames
     fr = read_frames(rows.iloc[0]["path"]).array.astype(int)
     by_pair = [np.abs(fr[i + 1] - fr[i]).mean() for i in range(len(fr) - 1)]  # flicker, pair by pair
     assert rows.iloc[0]["flicker"] == pytest.approx(np.mean(by_pair), rel=1e-5)
@@ -88,21 +70,6 @@ def test_evaluate_writes_the_table_and_resumes(toy, tmp_path):
         evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path, EvalConfig(variants=("nope",)))
 
 
-def test_thresholds_follow_tau_c(toy):
-    from _amg_toy import RandomDescriptor
-
-    root, _ = toy
-    ref = TrainingReference.build(root, fps=8.0, descriptor=RandomDescriptor(threshold=None))  # not calibrated
-    other = ref.other_source_similarities()
-    # 4 clips of 4 frames: the 12 frames of the triplicated cat have the dog as other source and vice versa
-    assert len(other) == 16 and other.max() < 0.9
-    assert ref.tau_c == pytest.approx(np.quantile(other, 0.99)) and "not calibrated" in ref.tau_c_source
-    hook = build_amg_hook(ref, AMGSettings(content_lo=0.9, content_hi=0.95), kind="video")
-    lam = dict(hook.config.schedules)["content"]
-    tau = np.quantile(other, 0.99)
-    assert lam(0, 1000) == pytest.approx(0.95 * tau) and lam.lo == pytest.approx(0.9 * tau)
-
-
 def test_amg_table_by_hand():
     rows = [{"variant": "b", "content_score": s, "group": g, "role": None, "content_memorized": s > 0.5}
             for s, g in ((0.9, "duplicated_video"), (0.6, "duplicated_video"), (0.2, "novel"), (0.1, "novel"))]
@@ -112,8 +79,6 @@ def test_amg_table_by_hand():
 
 
 def test_generate_with_the_hook_and_report(toy, tmp_path):
-    from diffmem.studies.generate import GenerateSettings, generate
-
     root, adapter = toy
     ref = TrainingReference.build(root, fps=8.0)
     hook = build_amg_hook(ref, TOY_AMG, kind="video")
@@ -125,45 +90,8 @@ def test_generate_with_the_hook_and_report(toy, tmp_path):
     assert "without AMG" in html and "never triggered" in html and "&lt;" not in DUP
 
 
-def test_traces_of_finished_batches_survive_a_kill(toy, tmp_path):
-    """Traces are written batch by batch: a run killed in its second batch keeps the first batch's."""
-    from diffmem.studies.generate import GenerateSettings, generate
-
-    root, adapter = toy
-    hook = build_amg_hook(TrainingReference.build(root, fps=8.0), TOY_AMG, kind="video")
-    settings = GenerateSettings(n=1, steps=4, guidance=3.0)
-    batches = []
-
-    def after(rows):
-        batches.append(write_traces(hook, tmp_path, rows))
-        if len(batches) == 1:
-            raise KeyboardInterrupt  # killed right after the first batch was written
-
-    with pytest.raises(KeyboardInterrupt):
-        generate(adapter, [DUP, NOVEL], tmp_path, settings, batch_size=1, hooks=[hook], after_batch=after,
-                 progress=False)
-    traces = sorted(p.name for p in (tmp_path / "samples").glob("*.amg.json"))
-    assert batches == [1] and len(traces) == 1
-    first = json.loads((tmp_path / "samples" / traces[0]).read_text())
-    assert len(first["trace"]["step"]) == 4  # every step of the finished sample
-
-@pytest.mark.slow
-def test_motion_proxy_tracks_ofs_k_on_world_clips():
-    from diffmem.studies.amg import proxy_agreement
-
-    r = proxy_agreement(1, seed=3)  # 10 clips, one per world motion, at the tiny model's 32 px, 8 frames
-    assert r["pairs"] >= 60
-    # measured with 3 clips per motion: Pearson 0.96 proxy-vs-DIS windows (what sigma_t uses)
-    # (seeds 0-3 with one clip per motion: Pearson 0.90-0.95, Spearman 0.72-0.94)
-    assert r["pearson_proxy_vs_dis"] > 0.85 and r["spearman_proxy_vs_dis"] > 0.6
-
-
 @pytest.mark.slow
 def test_cli_amg_evaluate_on_a_random_tiny_model_and_world(tmp_path):
-    from diffmem import cli
-    from diffmem.world import make_world
-    from diffmem.models.tiny import TinyConfig, TinyModel, build_vocab, save_tiny
-
     world = tmp_path / "world"
     make_world(world, seed=0, size="tiny")
     recs = [json.loads(x) for x in (world / "prompts.jsonl").read_text().splitlines()]
@@ -192,18 +120,3 @@ def test_cli_amg_evaluate_on_a_random_tiny_model_and_world(tmp_path):
     # a bad training set is a clear error, not a traceback
     assert cli.main(["amg", "evaluate", str(tmp_path / "model"), "--prompts", str(tmp_path / "p.jsonl"),
                      "--index", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o2")]) == 1
-
-
-def test_content_index_as_the_training_set(toy, tmp_path):
-    from diffmem.index import build_content_index
-    from diffmem.studies.amg import IndexNeighbours
-
-    root, _ = toy
-    build_content_index(root / "train.parquet", tmp_path / "ix", descriptor="builtin", fps=8.0, progress=False)
-    ref = TrainingReference.build(tmp_path / "ix", fps=8.0, cache=tmp_path / "c")
-    assert isinstance(ref.neighbours, IndexNeighbours)
-    assert sorted(ref.item_captions) == ["v0", "v1", "v2", "v3"]  # items (paths, captions) from the index
-    s = ref.content_score(frames_of(smooth_pattern(2)))
-    assert s["content_score"] > 0.95 and s["content_item"] == "v3" and s["content_item_caption"] == OTHER
-    scores, rows = ref.neighbours.search(ref.vectors[:2], 1)
-    assert np.allclose(ref.neighbours.vectors(rows[:, 0]), ref.vectors[:2], atol=1e-5)

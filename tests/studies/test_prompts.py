@@ -1,94 +1,14 @@
-"""Prompt curation: normalisation, caption and content clusters, ranking, and the public list readers."""
-import itertools
+"""Prompt curation: candidates from caption and content clusters, evidence, ranking (by duplicate counts or
+by a model's detection magnitude), duplicate recall, and `diffmem prompts` on the embedded world.
+
+(The clusters themselves: tests/metrics/test_duplicates.py; the prompt files: tests/data/test_data_prompts.py.)"""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from diffmem.errors import BadInputError
-from diffmem.studies.prompts import (
-    PromptEntry, caption_clusters, caption_similarity, content_clusters, curate_prompts, duplicate_recall,
-    normalize_caption, read_prompts, write_prompts,
-)
-
-
-# ---------------------------------------------------------------------------------------------- text
-
-@pytest.mark.parametrize("raw, expected", [
-    ("<i>The Interview</i>, on VOD!", "the interview on vod"),
-    ("  A  cat\twalking.\n", "a cat walking"),
-    ("ｆｕｌｌ　ｗｉｄｔｈ", "full width"),                 # NFKC folds full-width letters and space
-    ("Cafe\u0301 au lait", "café au lait"),             # combining accent == precomposed
-    ("Caf\u00e9 au lait", "café au lait"),
-    ("Shaw_Floors 00205-19829", "shaw floors 00205 19829"),
-    ("", ""),
-])
-def test_normalize_caption(raw, expected):
-    assert normalize_caption(raw) == expected
-
-
-def test_caption_similarity_by_hand():
-    # " abc " -> { " a", "ab", "bc", "c " }; " abd " -> { " a", "ab", "bd", "d " }: 2 shared of 6
-    assert caption_similarity("abc", "abd", ngram=2) == pytest.approx(2 / 6)
-    assert caption_similarity("A cat!", "a cat", ngram=3) == 1.0
-    assert caption_similarity("abc", "xyz", ngram=2) == 0.0
-
-
-def _brute_force_clusters(captions, threshold, ngram):
-    norms = [normalize_caption(c) for c in captions]
-    n = len(norms)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for i, j in itertools.combinations(range(n), 2):
-        if norms[i] == norms[j] or caption_similarity(captions[i], captions[j], ngram) >= threshold:
-            a, b = find(i), find(j)
-            parent[max(a, b)] = min(a, b)
-    return [find(i) for i in range(n)]
-
-
-def test_caption_clusters_match_all_pairs_reference():
-    rng = np.random.default_rng(3)
-    words = "red blue green cat dog car road tree house river walking running slowly fast big small".split()
-    base = [" ".join(rng.choice(words, size=6)) for _ in range(30)]
-    captions = []
-    for b in base:
-        captions.append(b)
-        if rng.random() < 0.5:  # a light edit: punctuation/case (exact after normalising)
-            captions.append(b.upper() + ".")
-        if rng.random() < 0.5:  # a near duplicate: one word appended
-            captions.append(b + " " + rng.choice(words))
-    for t in (0.6, 0.8):
-        got = caption_clusters(captions, threshold=t, ngram=4)
-        want = _brute_force_clusters(captions, t, 4)
-        # same partition (labels may differ only by name; both use the first index, so they are equal)
-        assert list(got) == want, t
-
-
-def test_caption_clusters_exact_only_and_labels_are_first_index():
-    caps = ["A dog.", "a cat", "a dog", "A DOG!!", "a cats"]
-    assert list(caption_clusters(caps, threshold=1.0)) == [0, 1, 0, 0, 4]
-
-
-# ---------------------------------------------------------------------------------------------- content
-
-def _unit(v):
-    return v / np.linalg.norm(v)
-
-
-def test_content_clusters_known_construction():
-    rng = np.random.default_rng(0)
-    d = 32
-    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]  # orthonormal: distinct items have similarity 0
-    v = [basis[0], basis[0] + 0.05 * basis[5], basis[1], basis[2], basis[1] + 0.1 * basis[6], np.zeros(d), basis[0]]
-    vecs = np.stack([_unit(x) if np.linalg.norm(x) else x for x in v]).astype(np.float32)
-    labels = content_clusters(vecs, threshold=0.9)
-    assert list(labels) == [0, 0, 2, 3, 2, 5, 0]
+from diffmem.data.prompts import PromptEntry, read_prompts, write_prompts
+from diffmem.studies.prompts import curate_prompts, duplicate_recall
 
 
 # ---------------------------------------------------------------------------------------------- curation
@@ -181,84 +101,6 @@ def test_round_trip(tmp_path):
     assert all(b.label is None for b in back)
 
 
-def test_reads_wen_et_al_jsonl_as_memorized(tmp_path):
-    # the schema of the 500 memorized Stable Diffusion prompts (caption, index, url)
-    p = tmp_path / "sdv1_500_memorized.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in [
-        {"caption": "The No Limits Business Woman Podcast", "index": 1030727993, "url": "https://x/1.jpg"},
-        {"caption": "Sony Won't Release <i>The Interview</i> on VOD", "index": 851022632, "url": "https://x/2.jpg"},
-    ]) + "\n\n")
-    e = read_prompts(p)
-    assert [x.prompt for x in e] == ["The No Limits Business Woman Podcast", "Sony Won't Release <i>The Interview</i> on VOD"]
-    assert [x.id for x in e] == ["1030727993", "851022632"]
-    assert all(x.label is True for x in e)
-    assert e[0].evidence["url"] == "https://x/1.jpg"
-
-
-def test_reads_webster_groundtruth_parquet(tmp_path):
-    p = tmp_path / "sdv1_bb_edge_groundtruth.parquet"
-    pd.DataFrame({
-        "caption": ["Mothers influence on her young hippo", "Galaxy Women's Leather Boots", "a painting of a fox", "x"],
-        "url": ["u1", "u2", "u3", "u4"],
-        "overfit_type": ["MV", "TV", "N", "RV"],
-        "gen_seeds": [[0, 1], [2], [], [3]],
-    }).to_parquet(p)
-    e = read_prompts(p)
-    assert [x.label for x in e] == [True, True, False, True]
-    assert [x.evidence["overfit_type"] for x in e] == ["MV", "TV", "N", "RV"]
-    assert [x.id for x in e] == ["p00000", "p00001", "p00002", "p00003"]
-
-
-def test_reads_world_prompts_with_groups_and_csv_and_text(tmp_path):
-    w = tmp_path / "prompts.jsonl"
-    w.write_text(json.dumps({"id": "q1", "prompt": "a", "group": "duplicated_video", "label": True,
-                             "train_ids": ["vid0001", "vid0007"]}) + "\n"
-                 + json.dumps({"id": "q2", "prompt": "b", "group": "novel", "label": "novel", "train_ids": []}) + "\n")
-    e = read_prompts(w)
-    assert [(x.id, x.group, x.label) for x in e] == [("q1", "duplicated_video", True), ("q2", "novel", False)]
-    assert e[0].evidence == {"train_ids": ["vid0001", "vid0007"]}
-
-    c = tmp_path / "p.csv"
-    pd.DataFrame({"prompt": ["one", "two"], "label": [1, 0]}).to_csv(c, index=False)
-    assert [(x.prompt, x.label) for x in read_prompts(c)] == [("one", True), ("two", False)]
-
-    t = tmp_path / "p.txt"
-    t.write_text("first prompt\n\n  second prompt  \n")
-    assert [(x.id, x.prompt) for x in read_prompts(t)] == [("p00000", "first prompt"), ("p00001", "second prompt")]
-
-
-def test_duplicate_ids_are_made_unique(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text('{"id": 7, "prompt": "a"}\n{"id": 7, "prompt": "b"}\n')
-    assert [x.id for x in read_prompts(p)] == ["7-1", "7-2"]
-
-
-@pytest.mark.parametrize("name, content, message", [
-    ("bad.jsonl", '{"prompt": "ok"}\n{not json\n', "line 2: not JSON"),
-    ("nofield.jsonl", '{"title": "x"}\n', "line 1: no text field"),
-    ("empty.txt", "\n\n", "no prompts"),
-    ("label.jsonl", '{"prompt": "x", "label": "maybe"}\n', "not a boolean"),
-    ("blank.jsonl", '{"prompt": "  "}\n', "is empty"),
-])
-def test_bad_files_name_file_and_problem(tmp_path, name, content, message):
-    p = tmp_path / name
-    p.write_text(content)
-    with pytest.raises(BadInputError) as e:
-        read_prompts(p)
-    assert str(p) in str(e.value) and message in str(e.value)
-
-
-def test_missing_file_and_wrong_columns(tmp_path):
-    with pytest.raises(BadInputError, match="no such file"):
-        read_prompts(tmp_path / "nope.jsonl")
-    p = tmp_path / "x.parquet"
-    pd.DataFrame({"title": ["a"]}).to_parquet(p)
-    with pytest.raises(BadInputError, match="no text column"):
-        read_prompts(p)
-    with pytest.raises(BadInputError, match="is a folder"):
-        read_prompts(tmp_path)
-
-
 # ---------------------------------------------------------------------------------------------- on a world
 
 @pytest.fixture(scope="module")
@@ -272,7 +114,8 @@ def tiny_world(tmp_path_factory):
 
 def test_copies_in_a_world_score_one_and_distinct_sources_do_not(tiny_world):
     from diffmem.data.manifest import load_manifest
-    from diffmem.studies.prompts import DEFAULT_CONTENT_THRESHOLD, item_vectors
+    from diffmem.studies.item_vectors import item_vectors
+    from diffmem.studies.prompts import DEFAULT_CONTENT_THRESHOLD
 
     gt = json.loads((tiny_world / "ground_truth.json").read_text())
     source = {it["id"]: it["source"] for it in gt["items"]}
@@ -349,8 +192,8 @@ def test_cli_ranks_by_the_magnitude_of_a_named_model(tiny_world, tmp_path, capsy
 
     from diffmem import cli
     from diffmem.detect.calibrate import DetectSettings
+    from diffmem.detect.prompts import prompt_scores
     from diffmem.models import load_adapter
-    from diffmem.studies.detect import prompt_scores
 
     out = tmp_path / "m.jsonl"
     assert cli.main(["prompts", str(tiny_world / "train.parquet"), "--out", str(out), "--no-content",

@@ -1,4 +1,8 @@
-"""`diffmem amg evaluate MODEL --prompts FILE --index INDEX --out DIR`: AMG's table, with and without AMG."""
+"""`diffmem amg evaluate MODEL --prompts FILE --index INDEX --out DIR`: AMG's table, with and without AMG.
+
+The flags map onto `diffmem.guidance.AMGConfig` (`amg_config_from_args`); their defaults are its defaults.
+Library modules are imported when the command runs, so `diffmem --help` stays fast.
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +10,8 @@ import sys
 
 
 def register(sub):
-    from ..studies.amg import DEFAULT_VARIANTS, VARIANTS, AMGSettings, EvalConfig
+    from ..guidance.config import AMGConfig
+    from ..studies.amg import DEFAULT_VARIANTS, VARIANTS, EvalConfig
 
     p = sub.add_parser("amg", help="evaluate Anti-Memorization Guidance against plain sampling",
                        description="Anti-Memorization Guidance (AMG): evaluate it on a prompt list.")
@@ -22,7 +27,7 @@ def register(sub):
                     "with --clip, else on the embedded world whether the clip shows the captioned sprite and motion). "
                     "Writes DIR/amg_table.{json,parquet}, DIR/amg_samples.parquet, DIR/amg_report.html and "
                     "DIR/variants/<name>/ (resumable).")
-    d, a = EvalConfig(), AMGSettings()
+    d, a = EvalConfig(), AMGConfig()
     e.add_argument("model", help="builtin:tiny-t2v | builtin:tiny-t2i | a model folder")
     e.add_argument("--prompts", required=True, help="prompt file (.jsonl with prompt/group, .txt, .csv, .parquet)")
     e.add_argument("--index", required=True,
@@ -56,13 +61,20 @@ def register(sub):
     return p
 
 
-def run_evaluate(args) -> int:
-    from ..studies.amg import DEFAULT_VARIANTS, AMGSettings, EvalConfig, evaluate_amg
+def amg_config_from_args(args):
+    """The `AMGConfig` that `diffmem amg evaluate`'s flags describe."""
+    from ..guidance.config import AMGConfig
 
-    amg = AMGSettings(c1=args.c1, c2=args.c2, c3=args.c3, schedule=args.schedule, motion=not args.no_motion,
-                      caption_mode=args.caption_mode, content_lo=args.content_lo, content_hi=args.content_hi)
+    return AMGConfig(c1=args.c1, c2=args.c2, c3=args.c3, schedule=args.schedule, motion=not args.no_motion,
+                     caption_mode=args.caption_mode, content_lo=args.content_lo, content_hi=args.content_hi)
+
+
+def run_evaluate(args) -> int:
+    from ..studies.amg import DEFAULT_VARIANTS, EvalConfig, evaluate_amg
+
     cfg = EvalConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                     variants=tuple(args.ablations or DEFAULT_VARIANTS), batch_size=args.batch_size, amg=amg)
+                     variants=tuple(args.ablations or DEFAULT_VARIANTS), batch_size=args.batch_size,
+                     amg=amg_config_from_args(args))
     result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception,
                           clip=args.clip, device=args.device, progress=sys.stderr.isatty(),
                           log=lambda m: print(m, file=sys.stderr))

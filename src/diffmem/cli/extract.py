@@ -39,6 +39,7 @@ def register(sub):
 
 def _run(args) -> int:
     from ..studies.extract import run_extract
+    from ..studies.extract_report import format_summary
 
     s = run_extract(args.model, args.prompts, args.train, args.out, n=args.n, seed=args.seed, steps=args.steps,
                     guidance=args.guidance, top=args.top, motion=args.motion, batch_size=args.batch_size,
@@ -47,20 +48,3 @@ def _run(args) -> int:
     print(format_summary(s))
     print(f"report: {args.out}/report.html")
     return 0
-
-
-def format_summary(s: dict) -> str:
-    """The study's headline and per-group table as text."""
-    def pct(v):
-        return "-" if v is None else f"{100 * v:5.1f}%"
-
-    o = s["overall"]
-    lines = [f"{o['n_train_extracted']} distinct training items extracted by {o['n_extracted_samples']} of "
-             f"{o['n_samples']} samples from {o['n_prompts_extracted']} of {o['n_prompts']} prompts "
-             f"(motion audit: {s['config']['motion']})",
-             f"{'group':<22}{'prompts':>8}{'samples':>8}{'content':>9}{'motion':>9}{'both':>9}{'extracted':>10}{'items':>7}"]
-    for name, b in [*s.get("by_group", {}).items(), ("all", o)]:
-        lines.append(f"{name:<22}{b['n_prompts']:>8}{b['n_samples']:>8}{pct(b['rate_content']):>9}"
-                     f"{pct(b['rate_motion']):>9}{pct(b['rate_both']):>9}{pct(b['rate_extracted']):>10}"
-                     f"{b['n_train_extracted']:>7}")
-    return "\n".join(lines)

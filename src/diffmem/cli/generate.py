@@ -1,4 +1,8 @@
-"""`diffmem generate MODEL --prompts FILE --n N --seed S --out DIR`: sample videos (or images) for a prompt list."""
+"""`diffmem generate MODEL --prompts FILE --n N --seed S --out DIR`: sample videos (or images) for a prompt list.
+
+`--amg` flags map onto `diffmem.guidance.AMGConfig` (`amg_config_from_args`): its defaults, with
+`--amg-check-every`. Library modules are imported when the command runs, so `diffmem --help` stays fast.
+"""
 from __future__ import annotations
 
 import json
@@ -6,9 +10,10 @@ import sys
 
 
 def register(sub):
+    from ..guidance.config import AMGConfig
     from ..studies.generate import GenerateSettings
 
-    d = GenerateSettings()
+    d, a = GenerateSettings(), AMGConfig()
     p = sub.add_parser(
         "generate", help="generate samples from a model for a prompt list",
         description="Sample N videos (or images) per prompt with our DDIM/DDPM loop and classifier-free guidance. "
@@ -47,10 +52,17 @@ def register(sub):
                         "or a world folder")
     g.add_argument("--amg-report", action="store_true",
                    help="also write DIR/amg_report.html: similarity trajectories, frames with and without AMG (same seed)")
-    g.add_argument("--amg-check-every", type=int, default=1,
-                   help="measure the similarity every k-th step (and every step once guided); default 1")
+    g.add_argument("--amg-check-every", type=int, default=a.check_every,
+                   help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
     p.set_defaults(func=run, _parser=p)
     return p
+
+
+def amg_config_from_args(args):
+    """The `AMGConfig` that `diffmem generate --amg`'s flags describe."""
+    from ..guidance.config import AMGConfig
+
+    return AMGConfig(check_every=args.amg_check_every)
 
 
 def run(args) -> int:
@@ -66,12 +78,12 @@ def run(args) -> int:
                                 video_format=args.format)
     if args.amg or args.amg_report or args.index:
         from ..errors import DiffmemError
-        from ..studies.amg import AMGSettings, generate_with_amg
+        from ..studies.amg import generate_with_amg
 
         if not (args.amg and args.index):
             raise DiffmemError("--amg needs --index (the training set), and --index / --amg-report need --amg")
         summary = generate_with_amg(args.model, args.prompts, args.out, settings, args.index,
-                                    amg=AMGSettings(check_every=args.amg_check_every), report=args.amg_report,
+                                    amg=amg_config_from_args(args), report=args.amg_report,
                                     batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(),
                                     log=lambda m: print(m, file=sys.stderr))
     else:

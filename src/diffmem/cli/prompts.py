@@ -31,7 +31,8 @@ def register(sub):
 
 
 def _run(args) -> int:
-    from ..studies.prompts import read_prompts, run_prompts, summary_path
+    from ..data.prompts import read_prompts
+    from ..studies.prompts import run_prompts, summary_path
 
     s = run_prompts(args.train, args.out, content=args.content, descriptor=args.descriptor,
                     caption_threshold=args.caption_threshold, content_threshold=args.content_threshold,

@@ -18,6 +18,7 @@ A prompt is flagged for a magnitude when its score is strictly above that magnit
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,6 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import BadInputError, DiffmemError, PolicyMismatchError
+from ..io.results import environment, write_json
+from ..models.sampler import SamplerConfig
 from .evaluate import threshold_at_fpr
 
 FORMAT = "diffmem-detect-calibration/1"
@@ -65,8 +68,6 @@ class DetectSettings:
         return asdict(self)
 
     def sampler_config(self):
-        from ..models.sampler import SamplerConfig
-
         # The detector's unconditional branch must be the empty prompt (D is defined against it).
         return SamplerConfig(num_steps=self.num_steps, guidance_scale=self.guidance_scale, scheduler=self.scheduler,
                              eta=self.eta, negative_prompt="", num_frames=self.num_frames, height=self.height,
@@ -146,14 +147,10 @@ class Calibration:
                 "calibration_fpr": self.calibration_fpr, "created": self.created, "environment": self.environment}
 
     def save(self, path: str | Path) -> Path:
-        from ..io.results import write_json
-
         return write_json(path, self.as_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        import json
-
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
@@ -180,8 +177,6 @@ def calibrate(novel_scores: Mapping[str, Sequence[float]], fpr: float = 0.01, *,
     With N < 1/fpr the threshold is the novel maximum and the FPR is not resolved: use at least 1/fpr
     novel prompts (better 10/fpr) for a threshold that holds on new prompts.
     """
-    from ..io.results import environment
-
     thresholds, summary, achieved = {}, {}, {}
     for name, vals in novel_scores.items():
         v = np.asarray(vals, dtype=np.float64).ravel()

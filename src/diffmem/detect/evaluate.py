@@ -5,6 +5,7 @@ strictly above the threshold. Labels are 1/True for memorized (positive), 0/Fals
 
 - `roc_auc`: the Mann-Whitney statistic, P(score_pos > score_neg) + 0.5 P(tie), which equals the area
   under the ROC curve with ties handled as sklearn does.
+- `roc_curve` / `roc_curves`: the curve's points (drawn by `diffmem.io.figures.roc_figure`).
 - `tpr_at_fpr`: the threshold is set from the negatives alone -- the lowest one at which at most
   floor(fpr * N_neg) negatives are above it -- and the TPR is the fraction of positives above it. This
   is the best TPR of any ROC point whose FPR is <= fpr (Wen et al. 2024 report TPR@1%FPR this way).
@@ -89,6 +90,15 @@ def roc_curve(scores: Sequence[float], labels: Sequence[bool]) -> tuple[np.ndarr
     return fpr, tpr, np.concatenate([[np.inf], thresholds])
 
 
+def roc_curves(scores: Mapping[str, Sequence[float]], labels: Sequence[bool]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """{name: (fpr, tpr, auc)} for each named score: what `diffmem.io.figures.roc_figure` draws."""
+    out = {}
+    for name, sc in scores.items():
+        fpr, tpr, _ = roc_curve(sc, labels)
+        out[name] = (fpr, tpr, roc_auc(sc, labels))
+    return out
+
+
 def evaluate_scores(scores: Mapping[str, Sequence[float]], labels: Sequence[bool],
                     fprs: Sequence[float] = (0.01, 0.03)) -> dict[str, dict]:
     """Per magnitude: auc, tpr@fpr for each fpr, n_pos, n_neg, and the threshold used at each fpr."""
@@ -108,31 +118,3 @@ def evaluate_scores(scores: Mapping[str, Sequence[float]], labels: Sequence[bool
 def _pct(f: float) -> str:
     p = f * 100
     return f"{p:g}%"
-
-
-def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = "ROC"):
-    """A matplotlib figure with one ROC curve per entry {label: (fpr, tpr, auc)}: linear axes, and log-FPR axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, log in zip(axes, (False, True)):
-        for label, (fpr, tpr, auc) in curves.items():
-            x = np.clip(fpr, 1e-4, 1) if log else fpr
-            ax.step(x, tpr, where="post", label=f"{label} (AUC {auc:.3f})")
-        # chance line y = x; sampled densely so that it is drawn right on the log axis too
-        chance = np.logspace(-4, 0, 200) if log else np.array([0.0, 1.0])
-        ax.plot(chance, chance, ":", color="grey", lw=0.8)
-        ax.set_xlabel("false positive rate" + (" (log)" if log else ""))
-        ax.set_ylabel("true positive rate")
-        if log:
-            ax.set_xscale("log")
-            ax.axvline(0.01, color="#b00", lw=0.6, ls="--")
-            ax.axvline(0.03, color="#b80", lw=0.6, ls="--")
-        ax.set_ylim(0, 1.02)
-    axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

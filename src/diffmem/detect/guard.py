@@ -26,7 +26,8 @@ from typing import Sequence
 import torch
 
 from ..errors import DiffmemError, PolicyMismatchError
-from .calibrate import Calibration
+from ..models.sampler import StopSampling
+from .calibrate import Calibration, DetectSettings
 from .magnitude import magnitudes as _magnitudes
 
 ACTIONS = ("record", "stop")
@@ -78,8 +79,6 @@ class MemorizationGuard:
     @classmethod
     def from_thresholds(cls, thresholds: dict[str, float], *, steps: int = 1, action: str = "record") -> "MemorizationGuard":
         """A guard with hand-set thresholds (no calibration file): nothing to check the generation against."""
-        from .calibrate import DetectSettings
-
         cal = Calibration(model="", settings=DetectSettings(seeds=1, steps=steps, num_steps=max(steps, 1)), fpr=float("nan"),
                           thresholds=dict(thresholds))
         guard = cls(cal, action=action, strict=False)
@@ -147,8 +146,6 @@ class MemorizationGuard:
     def __call__(self, state) -> None:
         flags = self.check(state)
         if self.action == "stop" and bool(flags.all()):
-            from ..models.sampler import StopSampling
-
             raise StopSampling
         return None
 

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import DiffmemError
+from ..models.sampler import StopSampling, initial_noise
 
 #: magnitudes reported for a video model / an image model
 VIDEO_MAGNITUDES = ("content", "motion", "total")
@@ -164,8 +165,6 @@ class MagnitudeDetector:
         return out
 
     def __call__(self, state) -> None:
-        from ..models.sampler import StopSampling
-
         if state.index < self.steps:
             axis = state.adapter.frame_axis if self.frame_axis == "auto" else self.frame_axis
             keys = state.prompts if self.keys is None else [self.keys[i] for i in state.sample_indices]
@@ -210,8 +209,6 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
     `MagnitudeDetector(steps=1)` on the sampler with `config`, whose first timestep, noise scaling and
     seeding this follows.
     """
-    from ..models.sampler import initial_noise
-
     if config.negative_prompt:
         raise DiffmemError("magnitudes are defined against the empty prompt; config has a negative prompt")
     distinct = list(dict.fromkeys(prompts))

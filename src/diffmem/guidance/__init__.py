@@ -1,1 +1,3 @@
-"""Anti-Memorization Guidance terms and threshold schedules."""
+"""Anti-Memorization Guidance: one configuration (`config.AMGConfig`), the training reference and the hook
+built from it (`reference`), the sampler hook (`hook`), its terms (`terms`), threshold schedules
+(`schedules`) and similarities (`similarity`)."""

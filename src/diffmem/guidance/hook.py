@@ -1,13 +1,16 @@
 """The AMG sampler hook: sigma_t per step, the switch, the three terms, and a record of all of it.
 
-    amg = AMGHook([ContentSimilarity(descriptor, neighbours)], AMGConfig())
+    amg = AMGHook([ContentSimilarity(descriptor, neighbours)], AMGConfig(), thresholds={"content": tau_c})
     out = sample(adapter, prompts, seeds, config, hooks=[amg])
     amg.records[i]     # per step of sample i: t, lambda, sigma, triggered terms, y_N, neighbour
+    write_traces(amg, out_dir, rows)   # DIR/samples/<id>.amg.json
+
+(`guidance.reference.build_amg_hook` builds it from a training reference.)
 
 Per step and sample (DESIGN.md, "AMG, exactly"): x0_hat from the CFG noise, decoded; every
 similarity channel (content, and for video models motion) gives sigma_c and is compared with its
 own schedule lambda_c(t); the sample is triggered when any channel is above its threshold. Then
-- s1, s2 use the largest sigma among the triggered channels (all are similarities in [-1, 1]);
+- s1, s2 use the largest sigma among the triggered channels (every sigma: higher = more memorized);
 - y_N is the caption chosen by the triggered channel most above its threshold;
 - G_sim's gradient is the sum over triggered channels of weight_c * grad sigma_c (through the
   similarity's `for_gradient` when it has one: content uses the mean over frames there).
@@ -21,57 +24,18 @@ denoiser) and the extra denoiser call for eps(x_t, y_N). An optional cheaper pre
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
+import pandas as pd
 import torch
 
 from ..errors import DiffmemError
+from ..io.results import write_json
 from ..models.adapter import predicted_x0
+from .config import AMGConfig
 from .schedules import ThresholdSchedule
-from .terms import DEFAULT_C1, DEFAULT_C2, DEFAULT_C3, TERM_NAMES, amg_step
-
-
-@dataclass(frozen=True)
-class AMGConfig:
-    """AMG's settings. `terms`: the subset of ("spe", "dup", "sim") on (ablations). `switch`:
-    "threshold" (1{sigma > lambda_t}) or "always" (the paper's always-on ablation). `schedules`
-    maps a similarity kind ("content", "motion", "pixel") to its threshold schedule; `weights` the
-    same kinds to their weight in G_sim's gradient. `check_every`: sigma_t is measured at every
-    k-th step, and at every step for a sample whose last measurement triggered guidance (1 = every
-    step, the paper's switch; larger = cheaper for samples that never come near the threshold)."""
-
-    terms: tuple[str, ...] = TERM_NAMES
-    c1: float = DEFAULT_C1
-    c2: float = DEFAULT_C2
-    c3: float = DEFAULT_C3
-    switch: str = "threshold"
-    schedules: tuple[tuple[str, ThresholdSchedule], ...] = (("content", ThresholdSchedule("exponential")),)
-    weights: tuple[tuple[str, float], ...] = ()
-    check_every: int = 1
-
-    def __post_init__(self):
-        bad = set(self.terms) - set(TERM_NAMES)
-        if bad:
-            raise DiffmemError(f"unknown AMG terms {sorted(bad)}; choose from {', '.join(TERM_NAMES)}")
-        if self.switch not in ("threshold", "always"):
-            raise DiffmemError(f"unknown AMG switch {self.switch!r}; choose 'threshold' or 'always'")
-        if int(self.check_every) < 1:
-            raise DiffmemError(f"check_every must be >= 1, got {self.check_every}")
-
-    def schedule(self, kind: str) -> ThresholdSchedule:
-        d = dict(self.schedules)
-        if kind not in d:
-            raise DiffmemError(f"AMG config has no threshold schedule for {kind!r} similarity (it has {sorted(d)})")
-        return d[kind]
-
-    def weight(self, kind: str) -> float:
-        return float(dict(self.weights).get(kind, 1.0))
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["schedules"] = {k: s.as_dict() for k, s in self.schedules}
-        d["weights"] = dict(self.weights)
-        return d
+from .terms import TERM_NAMES, amg_step
 
 
 @dataclass
@@ -97,21 +61,40 @@ class StepRecord:
 
 class AMGHook:
     """Sampler hook (see module docstring). `similarities`: objects with `.kind` and
-    `__call__(frames) -> (sigma (B,), SimilarityInfo)`; `pre_switch`: None, a callable
-    `state -> (B,) bool`, or an object with `.check(state)` (the memorization guard)."""
+    `__call__(frames) -> (sigma (B,), SimilarityInfo)`; `config`: the AMG configuration;
+    `thresholds`: the verdict threshold of each kind (tau_c, tau_m, ...) that the configuration's
+    thresholds are fractions of (default: the similarity's own `.threshold`); `pre_switch`: None, a
+    callable `state -> (B,) bool`, or an object with `.check(state)` (the memorization guard)."""
 
     def __init__(self, similarities: Sequence, config: AMGConfig = AMGConfig(), *,
-                 pre_switch: Callable | object | None = None):
+                 thresholds: Mapping[str, float] | None = None, pre_switch: Callable | object | None = None):
         if not similarities:
             raise DiffmemError("AMG needs at least one similarity (content, pixel or motion)")
         self.similarities = list(similarities)
         self.config = config
-        self.schedules = [config.schedule(s.kind) for s in self.similarities]
+        taus = dict(thresholds or {})
+        self.schedules = [config.schedule_for(s.kind, taus.get(s.kind, getattr(s, "threshold", None)))
+                          for s in self.similarities]
         self.pre_switch = getattr(pre_switch, "check", pre_switch)
         self.records: dict[int, list[StepRecord]] = {}
         self.sample_keys: dict[int, tuple[str, int]] = {}  # sample index -> (prompt, seed)
         self._last_trig: dict[int, bool] = {}
         self.stats = {"steps": 0, "similarity_calls": 0, "grad_calls": 0, "dup_calls": 0}
+
+    def schedule(self, kind: str) -> ThresholdSchedule:
+        """lambda_t of the channel of this kind."""
+        for sim, sch in zip(self.similarities, self.schedules):
+            if sim.kind == kind:
+                return sch
+        raise DiffmemError(f"this AMG hook has no {kind!r} similarity (it has {[s.kind for s in self.similarities]})")
+
+    def describe(self) -> dict:
+        """The per-step configuration as run: terms, constants, switch, each channel's resolved
+        schedule and gradient weight (stored with every trace and generation)."""
+        cfg = self.config
+        return {"terms": list(cfg.terms), "c1": cfg.c1, "c2": cfg.c2, "c3": cfg.c3, "switch": cfg.switch,
+                "schedules": {s.kind: sch.as_dict() for s, sch in zip(self.similarities, self.schedules)},
+                "weights": {"motion": cfg.weight("motion")}, "check_every": cfg.check_every}
 
     def reset(self) -> None:
         self.records.clear()
@@ -271,3 +254,27 @@ class AMGHook:
             out[f"amg_sigma_{s.kind}_max"] = max(vals) if vals else None
             out[f"amg_sigma_{s.kind}_last"] = vals[-1] if vals else None
         return out
+
+
+def write_traces(hook: AMGHook, out: str | Path, rows: Sequence[dict] | None = None) -> int:
+    """DIR/samples/<id>.amg.json (summary + trace + the configuration as run) for the samples the hook
+    guided in this run.
+
+    `rows`: generation rows (id, prompt, seed) to write, e.g. one batch from `generate(after_batch=...)`;
+    default: every sample of DIR/manifest.parquet. Samples are matched by (prompt, seed), which names a
+    sample in a generation folder; samples finished in an earlier run keep the trace written then.
+    Returns how many were written.
+    """
+    out = Path(out)
+    if rows is None:
+        man = pd.read_parquet(out / "manifest.parquet")
+        rows = [{"prompt": p, "seed": s, "id": i} for p, s, i in zip(man["prompt"], man["seed"], man["id"])]
+    by_key = {(r["prompt"], int(r["seed"])): r["id"] for r in rows}
+    n = 0
+    for i, (prompt, seed) in hook.sample_keys.items():
+        sid = by_key.get((prompt, int(seed)))
+        if sid is not None:
+            write_json(out / "samples" / f"{sid}.amg.json",
+                       {"summary": hook.summary(i), "trace": hook.trace(i), "config": hook.describe()})
+            n += 1
+    return n

@@ -6,8 +6,10 @@ are found without gradients and then held fixed, as the authors' code does), and
 training item is the neighbour n0 and which caption y_N goes to caption deduplication.
 
 - `ContentSimilarity`: descriptor dot product f(g_i) . f(n0), maximised over generated frames
-  (DESIGN.md's content_score); neighbours from a `NeighbourSource` (the content index, or memory).
-- `PixelSimilarity`: -nL2(x0_hat, n0) for pixel models (Carlini et al.'s normalised L2).
+  (DESIGN.md's content_score); neighbours from a `NeighbourSource` (`IndexNeighbours` over the
+  content index, or `MemoryNeighbours`).
+- `PixelSimilarity`: -nL2(x0_hat, n0) for pixel models (Carlini et al.'s normalised L2; the kernel is
+  `metrics.pixel`'s).
 - `MotionSimilarity`: OFS-k of a differentiable motion proxy (`motion_proxy`) against training
   motion windows, static windows left out (they have no motion to copy).
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DiffmemError
+from ..metrics.pixel import nearest_rms, nl2_of
 
 CAPTION_MODES = ("neighbour", "frequent")
 
@@ -59,7 +62,7 @@ class NeighbourSource(Protocol):
 class MemoryNeighbours:
     """A `NeighbourSource` over vectors held in memory (exact search by matrix product).
 
-    For small sets (tests, a few thousand frames); `from_index` wraps the content index instead.
+    For small sets (tests, a few thousand frames); `IndexNeighbours` wraps the content index instead.
     """
 
     def __init__(self, vectors: np.ndarray, ids: Sequence[str], captions: Sequence[str],
@@ -90,6 +93,33 @@ class MemoryNeighbours:
 
     def meta(self, row):
         return self._ids[row], int(self._frames[row]), self._caps[row]
+
+
+class IndexNeighbours:
+    """A `NeighbourSource` over a content index (`index.VectorIndex`, metadata item_id / frame / caption)."""
+
+    def __init__(self, index):
+        self.index = index
+        meta = index.metadata
+        missing = [c for c in ("item_id", "caption") if c not in meta.columns]
+        if missing:
+            raise DiffmemError(f"{index.folder}: content index metadata lacks {missing}; AMG needs item ids and captions")
+        self._ids = meta["item_id"].astype(str).to_numpy()
+        self._caps = meta["caption"].fillna("").astype(str).to_numpy()
+        self._frames = meta["frame"].astype(int).to_numpy() if "frame" in meta.columns else np.zeros(len(meta), int)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def search(self, queries, k):
+        return self.index.search(np.asarray(queries, np.float32), k)
+
+    def vectors(self, rows):
+        return self.index.vectors(np.asarray(rows, np.int64))
+
+    def meta(self, row):
+        row = int(row)
+        return str(self._ids[row]), int(self._frames[row]), str(self._caps[row])
 
 
 def pick_caption(neighbour_captions: Sequence[tuple[str, str]], mode: str = "frequent") -> str:
@@ -181,7 +211,8 @@ class ContentSimilarity:
 
 
 class PixelSimilarity:
-    """sigma = -nL2(x, n0) = -l2(x, n0) / (alpha * mean_{z in S_k(x)} l2(x, z)), l2 the RMS distance.
+    """sigma = -nL2(x, n0) = -l2(x, n0) / (alpha * mean_{z in S_k(x)} l2(x, z)), l2 the RMS distance
+    (`metrics.pixel.nearest_rms` finds S_k and the distances; `nl2_of` divides).
 
     `train`: float (N, ...) in [0, 1], each training sample at the generated resolution (a video is
     one sample, all frames). Exact search (small sets: CIFAR-sized pixel models and the tiny world).
@@ -206,14 +237,9 @@ class PixelSimilarity:
         if x.shape[1] != self.train.shape[1]:
             raise DiffmemError(f"pixel similarity: generated samples have {x.shape[1]} values, "
                                f"training samples {self.train.shape[1]}: generate at the training resolution")
-        train = self.train.to(x.device)
-        with torch.no_grad():
-            d = torch.cdist(x.detach(), train) / math.sqrt(x.shape[1])
-            k = min(self.k, len(train))
-            nn = d.topk(k, dim=1, largest=False).indices  # (B, k), nearest first
-        # distances recomputed with grad, to the fixed neighbours only
-        dk = ((x[:, None, :] - train[nn]).pow(2).mean(-1) + 1e-12).sqrt()  # (B, k)
-        sigma = -dk[:, 0] / (self.alpha * dk.mean(1))
+        # neighbours found without gradients, distances to them recomputed with grad
+        dk, nn = nearest_rms(x, self.train, self.k)  # (B, k), nearest first
+        sigma = -nl2_of(dk, self.alpha)
         info = SimilarityInfo(self.kind)
         for i in range(len(x)):
             j = nn[i].tolist()
@@ -250,7 +276,7 @@ class MotionProxyPolicy:
     k: int = 4
     ref_side: int = 128
     # The proxy reads up to ~0.8 px/frame on still high-frequency noise textures (8 measured; DIS ~0),
-    # so its "static" line sits at 1.0 rather than NMF's 0.5.
+    # so its "static" line sits at 1.0 rather than NMF's 0.25 (`metrics.motion.NMFConfig.static_px`).
     static_px: float = 1.0
 
     def as_dict(self) -> dict:

@@ -11,10 +11,9 @@ Everything is per sample: `sigma` is (B,), the noise tensors are (B, ...). The c
 guidance non-negative: s0 - s1 - s2 >= 1, so the result never points away from the prompt.
 When a term is switched off (ablation) its scale is 0, so s2's cap becomes s0 - 1.
 
-`amg_step` is the functional form used by the hook and by the hand-computed unit tests; the term
-objects (`Despecification`, `CaptionDeduplication`, `Dissimilarity`) carry each term's constant and
-say which extra inputs it needs, so the hook computes eps(x_t, y_N) or the gradient only when a term
-that needs it is on.
+`amg_step` is the one implementation of the terms: `guidance.hook.AMGHook` calls it at every step
+(after computing eps(x_t, y_N) only when "dup" is on, and the gradient only when "sim" is on). The
+constants c1, c2, c3 have no defaults here: they come from `guidance.config.AMGConfig`.
 """
 from __future__ import annotations
 
@@ -26,12 +25,6 @@ import torch
 from ..errors import DiffmemError
 
 TERM_NAMES = ("spe", "dup", "sim")
-
-# The authors' Stable Diffusion settings: c1 = 13 with s0 = 7.5 (DESIGN.md). c2 is not published
-# separately; the same value is used. c3 depends on the similarity's gradient scale: see AMGConfig.
-DEFAULT_C1 = 13.0
-DEFAULT_C2 = 13.0
-DEFAULT_C3 = 1.0
 
 
 def _per_sample(v: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -77,9 +70,9 @@ def amg_step(
     eps_dup: torch.Tensor | None = None,
     grad_sigma: torch.Tensor | None = None,
     eps_guided: torch.Tensor | None = None,
-    c1: float = DEFAULT_C1,
-    c2: float = DEFAULT_C2,
-    c3: float = DEFAULT_C3,
+    c1: float,
+    c2: float,
+    c3: float,
     terms: Sequence[str] = TERM_NAMES,
     triggered: torch.Tensor | None = None,
 ) -> AMGStepResult:
@@ -133,70 +126,3 @@ def amg_step(
 
     return AMGStepResult(eps=eps_guided + g_spe + g_dup + g_sim, triggered=triggered, s1=s1, s2=s2,
                          g_spe=g_spe, g_dup=g_dup, g_sim=g_sim)
-
-
-# ------------------------------------------------------------------------------- term objects
-
-@dataclass(frozen=True)
-class Despecification:
-    """G_spe = -s1 (eps_c - eps_u), s1 = clip(c1 sigma, 0, s0 - 1): weakens the prompt's pull."""
-
-    c1: float = DEFAULT_C1
-    name: str = "spe"
-    needs_dup: bool = False
-    needs_grad: bool = False
-
-
-@dataclass(frozen=True)
-class CaptionDeduplication:
-    """G_dup = -s2 (eps(x_t, y_N) - eps_u): pushes away from the neighbour's (duplicated) caption."""
-
-    c2: float = DEFAULT_C2
-    name: str = "dup"
-    needs_dup: bool = True
-    needs_grad: bool = False
-
-
-@dataclass(frozen=True)
-class Dissimilarity:
-    """G_sim = c3 sqrt(1 - abar_t) grad sigma_t: steps x0_hat away from its nearest training sample."""
-
-    c3: float = DEFAULT_C3
-    name: str = "sim"
-    needs_dup: bool = False
-    needs_grad: bool = True
-
-
-Term = Despecification | CaptionDeduplication | Dissimilarity
-
-
-def make_terms(names: Sequence[str] = TERM_NAMES, *, c1: float = DEFAULT_C1, c2: float = DEFAULT_C2,
-               c3: float = DEFAULT_C3) -> tuple[Term, ...]:
-    """Term objects for `names` (any subset of "spe", "dup", "sim"; order does not matter)."""
-    unknown = set(names) - set(TERM_NAMES)
-    if unknown:
-        raise DiffmemError(f"unknown AMG terms {sorted(unknown)}; choose from {', '.join(TERM_NAMES)}")
-    out = []
-    if "spe" in names:
-        out.append(Despecification(c1))
-    if "dup" in names:
-        out.append(CaptionDeduplication(c2))
-    if "sim" in names:
-        out.append(Dissimilarity(c3))
-    return tuple(out)
-
-
-def apply_terms(terms: Sequence[Term], eps_cond, eps_uncond, sigma, lambda_t, *, guidance_scale, alpha_bar_t,
-                eps_dup=None, grad_sigma=None, eps_guided=None, triggered=None) -> AMGStepResult:
-    """`amg_step` with the constants and the on/off set taken from term objects."""
-    kw = {}
-    for term in terms:
-        if isinstance(term, Despecification):
-            kw["c1"] = term.c1
-        elif isinstance(term, CaptionDeduplication):
-            kw["c2"] = term.c2
-        elif isinstance(term, Dissimilarity):
-            kw["c3"] = term.c3
-    return amg_step(eps_cond, eps_uncond, sigma, lambda_t, guidance_scale=guidance_scale, alpha_bar_t=alpha_bar_t,
-                    eps_dup=eps_dup, grad_sigma=grad_sigma, eps_guided=eps_guided,
-                    terms=[t.name for t in terms], triggered=triggered, **kw)

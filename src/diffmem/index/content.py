@@ -3,6 +3,7 @@ video and image, with metadata rows (item_id, frame, source_frame, timestamp, ca
 
     idx = build_content_index("train.parquet", "INDEX", descriptor="builtin", fps=8)
     idx, desc = open_content_index("INDEX")          # the descriptor is rebuilt from the stored policy
+    items = content_items(idx)                         # the training items it holds (id, path, caption, kind)
 
 Resumes after a kill and extends an existing index with the items it does not hold yet; a corrupt item
 is recorded in index.json (`skipped`) and the rest completes.
@@ -12,11 +13,15 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..data.manifest import Item, Manifest, load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
+from ..features import descriptor_from_policy, load_descriptor
+from ..io.video import TruncatedVideoWarning, read_frames
 from .faiss_index import VectorIndex
 
 DEFAULT_FPS = 8.0
@@ -33,8 +38,6 @@ class ItemFrames:
 def read_item_frames(path, fps: float | None) -> ItemFrames:
     """Frames of a video (sampled at `fps`, every frame when None) or an image (one frame).
     Raises BadInputError for a file that cannot be decoded."""
-    from ..io.video import TruncatedVideoWarning, read_frames
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncatedVideoWarning)  # recorded as `truncated` instead
         fr = read_frames(path, fps=fps)
@@ -79,9 +82,6 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
 
     An existing index in `out` is resumed / extended: it must have the same descriptor policy
     (PolicyMismatchError otherwise), factory and frame rate."""
-    from ..data.manifest import Manifest, load_manifest
-    from ..features import load_descriptor
-
     manifest = train if isinstance(train, Manifest) else load_manifest(train)
     desc = load_descriptor(descriptor, policy=policy, sha256=sha256, device=device)
     index = open_build_target(out, manifest, desc, fps=fps, factory=factory, search_params=search_params,
@@ -117,8 +117,6 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
 def open_content_index(folder, descriptor: Any = None, *, policy: str | None = None, sha256: str | None = None,
                        threshold: float | None = None, device: Any = "cpu"):
     """(index, descriptor): the descriptor given (checked against the index's policy) or rebuilt from it."""
-    from ..features import descriptor_from_policy, load_descriptor
-
     index = VectorIndex.open(folder)
     if descriptor is None:
         desc = descriptor_from_policy(index.policy, device=device, threshold=threshold)
@@ -128,9 +126,21 @@ def open_content_index(folder, descriptor: Any = None, *, policy: str | None = N
     return index, desc
 
 
+def content_items(index: VectorIndex, ids: Iterable[str] | None = None) -> list[Item]:
+    """The training items a content index holds, one per item_id in index order, from each item's first
+    metadata row: id, path, caption ("" when missing) and kind ("video" when missing). `ids`: only these."""
+    meta = index.metadata
+    if not len(meta):
+        return []
+    if ids is not None:
+        meta = meta[meta["item_id"].astype(str).isin({str(i) for i in ids})]
+    first = meta.drop_duplicates("item_id")
+    return [Item(str(r.item_id), Path(str(r.path)), r.caption if isinstance(getattr(r, "caption", None), str) else "",
+                 str(getattr(r, "kind", None) or "video"))
+            for r in first.itertuples(index=False)]
+
+
 def _progress(items, enabled: bool, desc: str):
     if not enabled:
         return items
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, unit="item", leave=False)

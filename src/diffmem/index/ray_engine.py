@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import faiss
 import numpy as np
 import pandas as pd
 import torch
@@ -108,12 +109,7 @@ def _quiet_ray_data() -> None:
 
 def _call_single_threaded(fn, args):
     # one Ray CPU per task: BLAS / OpenMP threads beyond it only contend with the other tasks
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    faiss.omp_set_num_threads(1)
     return fn(*args)
 
 
@@ -307,8 +303,6 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
                                            device=actor_device, fps=fps, batch_size=batch_size,
                                            staging=str(staging)))
             if progress:
-                from tqdm.auto import tqdm
-
                 bar = tqdm(total=len(to_run), desc=f"ray: extracting {sum(len(t) for _, t in to_run)} items",
                            unit="task", leave=False)
             with warnings.catch_warnings():

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..features.motion import VideoMotion
 from ..index.motion import Neighbour
+from .duplicates import content_clusters
 
 # ----------------------------------------------------------------------------- OFS-k
 
@@ -271,23 +272,8 @@ def duplicate_groups(ids: Sequence[str], descriptors: np.ndarray, threshold: flo
     descriptors: (N, D) L2-normalised content descriptors, one per item. Returns
     train_id -> group id, the group id being the group's first id in `ids` order.
     """
-    x = np.asarray(descriptors, np.float32)
-    n = len(ids)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for start in range(0, n, 1024):  # blocks keep memory at 1024 x N
-        sims = x[start:start + 1024] @ x.T
-        for a, b in zip(*np.nonzero(sims > threshold)):
-            ra, rb = find(start + int(a)), find(int(b))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)  # the root is always the smallest index
-    return {ids[i]: ids[find(i)] for i in range(n)}
+    labels = content_clusters(descriptors, threshold)
+    return {ids[i]: ids[int(labels[i])] for i in range(len(ids))}
 
 
 __all__ = ["OFSMatch", "ofs_k", "ofs_k_windows", "OFSk", "NMFConfig", "WindowReport",

@@ -11,6 +11,10 @@ Inputs are float tensors or arrays (B, ...) in any fixed range (the same for x a
 The training set is an (N, ...) tensor/array or a `VectorIndex` built with metric "l2" over flattened
 samples. `nl2` is differentiable with respect to x (AMG's sigma_t = -nL2 for pixel models): the k
 neighbours are found without gradients, their distances recomputed exactly with them.
+
+`nearest_rms` (the k nearest training samples and their exact RMS distances) is the one pixel-distance
+kernel: `nl2`, AMG's `guidance.similarity.PixelSimilarity` and the whole-clip copy check of
+`models.evaluate` all call it. float64 inputs are computed in float64, everything else in float32.
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ THRESHOLDS = (1.4, 1.6)
 
 
 def _flat(x) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
-    return t.reshape(t.shape[0], -1).float()
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = t.reshape(t.shape[0], -1)
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def _knn(xf: torch.Tensor, train, k: int, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,7 +47,7 @@ def _knn(xf: torch.Tensor, train, k: int, chunk: int = 16384) -> tuple[torch.Ten
                 raise DiffmemError(f"the index holds fewer than k={k} samples")
             vec = torch.as_tensor(train.vectors(ids.numpy())).to(xf)
             return ids, vec
-        tf = _flat(train).to(xf.device)
+        tf = _flat(train).to(xf)
         if tf.shape[1] != xf.shape[1]:
             raise DiffmemError(f"samples have {xf.shape[1]} values, training samples {tf.shape[1]}")
         x2 = (xf.detach() ** 2).sum(1, keepdim=True)
@@ -62,10 +67,15 @@ def _knn(xf: torch.Tensor, train, k: int, chunk: int = 16384) -> tuple[torch.Ten
         return best_i, None
 
 
-def nl2(x, train, k: int = 50, alpha: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nL2 values (B,), index of the nearest training sample n0 (B,)). k is capped at the training size."""
-    if alpha <= 0 or k < 1:
-        raise DiffmemError(f"need alpha > 0 and k >= 1, got alpha={alpha}, k={k}")
+def nearest_rms(x, train, k: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest training samples of every sample of x by RMS distance l2: (distances (B, k),
+    ascending; training indices (B, k)). k is capped at the training size.
+
+    The search runs without gradients (squared L2 by chunks, or the index's search); the k distances
+    are then recomputed exactly from the differences, so they are differentiable w.r.t. x.
+    """
+    if k < 1:
+        raise DiffmemError(f"need k >= 1, got k={k}")
     xf = _flat(x)
     n_train = len(train)
     if n_train == 0:
@@ -73,14 +83,25 @@ def nl2(x, train, k: int = 50, alpha: float = 0.5) -> tuple[torch.Tensor, torch.
     k = min(int(k), n_train)
     ids, vec = _knn(xf, train, k)
     if vec is None:
-        vec = _flat(train).to(xf.device)[ids]  # (B,k,D)
+        vec = _flat(train).to(xf)[ids]  # (B,k,D)
     d = ((xf[:, None, :] - vec) ** 2).mean(-1).clamp_min(0).add(1e-20).sqrt()  # exact RMS, differentiable
-    d, order = torch.sort(d, dim=1)  # exact order among the candidates
-    ids = torch.gather(ids.to(order.device), 1, order)
-    num = d[:, 0]
-    den = alpha * d.mean(1)
-    val = torch.where(den > 1e-12, num / den.clamp_min(1e-12), torch.zeros_like(num))
-    return val, ids[:, 0]
+    d, order = torch.sort(d, dim=1, stable=True)  # exact order among the candidates
+    return d, torch.gather(ids.to(order.device), 1, order)
+
+
+def nl2_of(distances: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """nL2 from `nearest_rms`'s distances (B, k): d_1 / (alpha * mean of the k); 0 where all k are 0."""
+    num = distances[:, 0]
+    den = alpha * distances.mean(1)
+    return torch.where(den > 1e-12, num / den.clamp_min(1e-12), torch.zeros_like(num))
+
+
+def nl2(x, train, k: int = 50, alpha: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nL2 values (B,), index of the nearest training sample n0 (B,)). k is capped at the training size."""
+    if alpha <= 0 or k < 1:
+        raise DiffmemError(f"need alpha > 0 and k >= 1, got alpha={alpha}, k={k}")
+    d, ids = nearest_rms(x, train, k)
+    return nl2_of(d, alpha), ids[:, 0]
 
 
 class PixelMemorization:

@@ -19,13 +19,21 @@ each scored against all the others): ratio min 0.76, 1st percentile 0.82, median
 no false positives on known-novel clips. Exact copies plus Gaussian pixel noise of sigma 0.05 have
 ratio median 0.45 (max 0.77), sigma 0.1 median 0.70. Whole-clip distance means a clip is called a
 copy only when its content *and* its motion match, which is what "reproduces the clip" means.
+The distances are `metrics.pixel.nearest_rms`'s (the one pixel-distance kernel), in float64.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+
+from ..io.video import read_frames
+from ..metrics.pixel import nearest_rms
+from .train import TrainConfig, load_training_data
 
 THRESHOLD = 0.75  # see the module docstring for the calibration
 
@@ -41,8 +49,6 @@ class TrainingClips:
 
 def distinct_training_clips(world: str | Path, frames: int, size: int) -> TrainingClips:
     """Read a world's (or manifest's) items at `frames` x `size` x `size`; merge byte-identical contents."""
-    from .train import TrainConfig, load_training_data
-
     data = load_training_data(world, TrainConfig(size=size, frames=frames), progress=False)
     seen: dict[bytes, int] = {}
     vecs, ids, caps = [], [], []
@@ -71,17 +77,19 @@ def clip_copy_scores(generated: np.ndarray, training: TrainingClips,
     t = training.vectors.astype(np.float64)
     if g.shape[1] != t.shape[1]:
         raise ValueError(f"generated clips have {g.shape[1]} values, training clips {t.shape[1]}: not the same size")
-    d2 = (g ** 2).sum(1)[:, None] + (t ** 2).sum(1)[None] - 2 * g @ t.T
-    rms = np.sqrt(np.clip(d2, 0, None) / g.shape[1])
+    excluded = [{j for j, idl in enumerate(training.ids) if exclude[i] & set(idl)} if exclude is not None else set()
+                for i in range(len(g))]
+    # the two nearest contents that are not excluded are among the 2 + (most excluded) nearest
+    with torch.no_grad():
+        dist, nearest = nearest_rms(torch.from_numpy(g), torch.from_numpy(t), k=2 + max(map(len, excluded), default=0))
     out = []
-    for i, row in enumerate(rms):
-        if exclude is not None:
-            row = np.where([bool(exclude[i] & set(idl)) for idl in training.ids], np.inf, row)
-        order = np.argsort(row)
-        d_1, d_2 = float(row[order[0]]), float(row[order[1]])
+    for i in range(len(g)):
+        cand = [(float(d), int(j)) for d, j in zip(dist[i], nearest[i]) if int(j) not in excluded[i]]
+        cand += [(float("inf"), 0)] * 2  # fewer than two contents left: infinitely far
+        (d_1, j1), (d_2, _) = cand[0], cand[1]
         ratio = d_1 / d_2 if d_2 > 0 else 1.0
-        out.append({"d1": d_1, "d2": d_2, "ratio": ratio, "nearest_ids": training.ids[order[0]],
-                    "nearest_caption": training.captions[order[0]], "memorized": ratio < THRESHOLD})
+        out.append({"d1": d_1, "d2": d_2, "ratio": ratio, "nearest_ids": training.ids[j1],
+                    "nearest_caption": training.captions[j1], "memorized": ratio < THRESHOLD})
     return out
 
 
@@ -93,12 +101,6 @@ def world_memorization(samples: str | Path, world: str | Path) -> dict:
     one of the clips the prompt's caption was paired with (train_ids).
     Returns {"per_group": {group: {n, memorized, share, share_copies_source, median_ratio}}, "samples": [...]}.
     """
-    import json
-
-    import pandas as pd
-
-    from ..io.video import read_frames
-
     samples, world = Path(samples), Path(world)
     df = pd.read_parquet(samples / "manifest.parquet")
     clips = [read_frames(samples / p).array for p in df["path"]]

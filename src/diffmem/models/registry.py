@@ -34,8 +34,11 @@ def builtin_names() -> list[str]:
     return [f"builtin:{k}" for k in BUILTIN]
 
 
-def load_adapter(spec: str | Path, device: str | torch.device | None = "cpu") -> DenoiserAdapter:
-    """A `DenoiserAdapter` for a short name, a tiny-model folder or a diffusers pipeline folder."""
+def load_adapter(spec: str | Path | DenoiserAdapter, device: str | torch.device | None = "cpu") -> DenoiserAdapter:
+    """A `DenoiserAdapter` for a short name, a tiny-model folder or a diffusers pipeline folder (an
+    adapter given instead of a spec is returned as it is, so every study takes either)."""
+    if isinstance(spec, DenoiserAdapter):
+        return spec
     dev = resolve_device(device if device is not None else "cpu")
     spec = str(spec)
     if spec.startswith("builtin:"):

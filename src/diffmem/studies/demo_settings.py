@@ -7,7 +7,6 @@ from pathlib import Path
 from ..data.prompts import PromptEntry, read_prompts
 from ..errors import DiffmemError
 from ..metrics.duplicates import normalize_caption
-from ..models.adapter import DenoiserAdapter
 from ..models.registry import load_adapter
 
 # Stage folders that depend on the model and sampler settings (replaced by force=True).
@@ -34,8 +33,6 @@ def settings_changed(out: Path, settings: dict) -> str | None:
 
 def load_model(model):
     """(adapter, None) or (None, why it is not available)."""
-    if isinstance(model, DenoiserAdapter):
-        return model, None
     try:
         return load_adapter(model, "cpu"), None
     except DiffmemError as e:

@@ -28,7 +28,7 @@ from ..errors import DiffmemError
 from ..io.image import write_image
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..io.video import write_video
-from ..models.adapter import DenoiserAdapter, frames_to_uint8
+from ..models.adapter import frames_to_uint8
 from ..models.registry import load_adapter
 from ..models.sampler import SamplerConfig, iter_samples
 
@@ -103,7 +103,7 @@ def generate(model, prompts, out: str | Path, settings: GenerateSettings = Gener
     """
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
-    adapter = model if isinstance(model, DenoiserAdapter) else load_adapter(model, device)
+    adapter = load_adapter(model, device)
     specs = as_prompt_specs(prompts)
     if not specs:
         raise DiffmemError("no prompts")

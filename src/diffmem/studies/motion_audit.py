@@ -26,11 +26,11 @@ from typing import Iterable, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.manifest import Item
 from ..errors import BadInputError, Skipped
 from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
 from ..flow import get_estimator, to_common_resolution
 from ..flow.visualize import colour_wheel, flow_to_rgb
+from ..index.content import content_items
 from ..index.motion import MotionIndex, build_motion_index, check_motion_policy
 from ..io.html import esc, gif_data_uri, img, png_data_uri
 from ..metrics.motion import MotionMatch, MotionResult, NMFConfig, assess_window, duplicate_groups, summarize
@@ -200,11 +200,7 @@ def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None
     near-duplication (`content_duplicate_groups`)."""
 
     config = config or MotionAuditConfig()
-    meta = content_index.metadata
-    items = []
-    if len(meta):
-        first = meta.drop_duplicates("item_id")
-        items = [Item(str(i), Path(p), kind=str(k)) for i, p, k in zip(first["item_id"], first["path"], first["kind"])]
+    items = content_items(content_index)
     folder = Path(motion_index) if motion_index is not None else Path(out) / "motion_index"
     index, _ = build_motion_index(items, folder, config.policy, progress=progress)
     groups = content_duplicate_groups(content_index, config.dup_threshold)

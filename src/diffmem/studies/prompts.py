@@ -1,15 +1,16 @@
-"""Curate the prompts most prone to trigger memorization, and read the public prompt lists.
+"""Curate the prompts most prone to trigger memorization (`diffmem prompts`).
 
 Why these prompts: a diffusion model reproduces the training items it saw many times, and it
 reproduces them when prompted with the text they were paired with (Carlini et al. 2023; Somepalli
-et al. 2023; Webster 2023). So the candidates are the captions of *duplicated* training items:
+et al. 2023; Webster 2023). So the candidates are the captions of *duplicated* training items
+(the groupings are `diffmem.metrics.duplicates`'):
 
 - **caption clusters**: captions that are equal after normalisation (`normalize_caption`: unicode
   NFKC, lowercase, punctuation to spaces, whitespace collapsed), joined with captions that are
   near-duplicates (Jaccard similarity of their character n-gram sets >= `caption_threshold`, found
   with MinHash LSH and then checked exactly, so it scales to millions of captions);
 - **content clusters**: items whose content is a near-duplicate, whatever their captions say: the
-  item vector is the descriptor of 4 evenly spaced frames, concatenated (`item_vectors`), so two items'
+  item vector is the descriptor of 4 evenly spaced frames, concatenated (`studies.item_vectors`), so two items'
   similarity is the mean similarity of their time-aligned frames; linked above
   `DEFAULT_CONTENT_THRESHOLD` (0.95, a dedup threshold: see there) by single linkage. From a content
   index (`diffmem index build`) the stored frame descriptors are used and no media is read again.
@@ -25,277 +26,38 @@ prompts are ranked by `(n_both, n_content, n_caption)`:
 - `n_caption` items whose caption is a (near-)duplicate of the prompt.
 
 With a model (`magnitudes=`), prompts are ranked by the inference-time detection magnitude
-instead (Wen et al. 2024: memorized prompts have large text-conditional noise differences), and
-the duplicate counts stay in the evidence.
+instead (Wen et al. 2024: memorized prompts have large text-conditional noise differences;
+`diffmem.detect.prompts`), and the duplicate counts stay in the evidence.
 
-Readers (`read_prompts`) accept, by file type:
-
-- `.jsonl`: one JSON object per line with the text in `prompt`, `caption` or `text`; optional
-  `id` (or `index`, `key`), `group`, `label`/`memorized` (bool), `overfit_type`, `evidence`; any
-  other field is kept in the entry's evidence.
-  This covers the JSONL of 500 memorized Stable Diffusion prompts of Wen et al. (ICLR 2024;
-  fields `caption`, `index`, `url`: every line is memorized), the embedded world's
-  `prompts.jsonl`, and the files `diffmem prompts` writes.
-- `.parquet` / `.csv`: the same columns. Webster's ground-truth parquets (arXiv 2305.08694,
-  `*_groundtruth.parquet`) have `caption` and `overfit_type` in {MV (matching verbatim), RV
-  (retrieved verbatim), TV (template verbatim), N (none)}: MV/RV/TV are labelled memorized, N not.
-- anything else (`.txt`): one prompt per non-empty line.
+The prompt files read and written here are `diffmem.data.prompts`'.
 """
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
-import zlib
+import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..data.manifest import load_manifest
+from ..data.prompts import PromptEntry, write_prompts
+from ..detect.prompts import magnitude_function
 from ..errors import BadInputError
+from ..features import load_descriptor
+from ..io.results import environment, write_json
+from ..metrics.duplicates import caption_clusters, content_clusters, normalize_caption
+from ..models import load_adapter
+from .item_vectors import index_items, item_vectors
 
-__all__ = [
-    "PromptEntry", "normalize_caption", "caption_similarity", "caption_clusters", "content_clusters",
-    "item_vectors", "curate_prompts", "write_prompts", "read_prompts", "duplicate_recall", "run_prompts",
-    "WEBSTER_MEMORIZED_TYPES", "DEFAULT_CONTENT_THRESHOLD",
-]
+__all__ = ["curate_prompts", "duplicate_recall", "run_prompts", "summary_path",
+           "DEFAULT_CONTENT_THRESHOLD"]
 
 # Item-level similarity (mean over 4 time-aligned frames) above which two training items are the same
 # content. Copies of one clip score > 0.9999 with the built-in descriptor on the embedded world, while
 # distinct clips reach 0.92 (two stills on the same star field): a dedup threshold sits well above tau_c,
 # which is calibrated for generated-vs-training frames, not for finding copies inside a training set.
 DEFAULT_CONTENT_THRESHOLD = 0.95
-
-# Webster (2023) labels: matching verbatim, retrieved verbatim, template verbatim; "N" is none.
-WEBSTER_MEMORIZED_TYPES = frozenset({"MV", "RV", "TV"})
-
-_TEXT_FIELDS = ("prompt", "caption", "text")
-_ID_FIELDS = ("id", "index", "key", "uid")
-
-
-# --------------------------------------------------------------------------------------------
-# The record every reader returns and every writer writes
-
-
-@dataclass
-class PromptEntry:
-    """One prompt. `label`: True = known memorized, False = known novel, None = unknown."""
-
-    id: str
-    prompt: str
-    group: str | None = None
-    label: bool | None = None
-    evidence: dict = field(default_factory=dict)
-    source: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# --------------------------------------------------------------------------------------------
-# Text
-
-
-_PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
-_SPACE = re.compile(r"\s+", re.UNICODE)
-_TAG = re.compile(r"<[^<>]{1,20}>")
-
-
-def normalize_caption(text: str) -> str:
-    """NFKC, lowercase (casefold), HTML-like tags and punctuation to spaces, whitespace collapsed.
-
-    "<i>The Interview</i>, on VOD!" and "the interview on vod" normalise to the same string.
-    """
-    s = unicodedata.normalize("NFKC", str(text or ""))
-    s = _TAG.sub(" ", s)
-    s = s.casefold()
-    s = _PUNCT.sub(" ", s)
-    return _SPACE.sub(" ", s).strip()
-
-
-def _shingles(norm: str, n: int) -> set[str]:
-    """Character n-grams of a normalised caption (padded so short words count)."""
-    s = f" {norm} "
-    if len(s) <= n:
-        return {s}
-    return {s[i:i + n] for i in range(len(s) - n + 1)}
-
-
-def caption_similarity(a: str, b: str, ngram: int = 4) -> float:
-    """Jaccard similarity of the character n-gram sets of the two *normalised* captions."""
-    sa, sb = _shingles(normalize_caption(a), ngram), _shingles(normalize_caption(b), ngram)
-    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
-
-
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n)
-
-    def find(self, i: int) -> int:
-        p = self.parent
-        root = i
-        while p[root] != root:
-            root = p[root]
-        while p[i] != root:  # path compression
-            p[i], i = root, p[i]
-        return int(root)
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
-
-    def labels(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
-
-
-_MERSENNE = (1 << 61) - 1
-
-
-def _minhash(shingle_sets: Sequence[set[str]], num_perm: int, seed: int = 0) -> np.ndarray:
-    """(n, num_perm) MinHash signatures; crc32 makes them identical across runs and machines."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 31, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 31, size=num_perm, dtype=np.uint64)
-    sig = np.empty((len(shingle_sets), num_perm), dtype=np.uint64)
-    for i, sh in enumerate(shingle_sets):
-        h = np.fromiter((zlib.crc32(x.encode("utf-8")) for x in sh), dtype=np.uint64, count=len(sh))
-        # (a*h + b) mod 2^61-1 with h < 2^32, a, b < 2^31: the product fits in 63 bits.
-        sig[i] = ((h[:, None] * a[None, :] + b[None, :]) % np.uint64(_MERSENNE)).min(0)
-    return sig
-
-
-def caption_clusters(captions: Sequence[str], *, threshold: float = 0.8, ngram: int = 4,
-                     bands: int = 16, rows: int = 4) -> np.ndarray:
-    """Cluster label per caption: equal normalised text, or linked by n-gram Jaccard >= threshold.
-
-    Labels are the index of the cluster's first caption. Candidates come from MinHash LSH
-    (`bands` x `rows` permutations; with the defaults a pair at Jaccard 0.8 is a candidate with
-    probability 0.9998, at 0.5 with 0.64), and every candidate pair is checked exactly, so no
-    pair below the threshold is ever joined. Clusters are connected components (single linkage).
-    `threshold >= 1` clusters exact normalised duplicates only.
-    """
-    norms = [normalize_caption(c) for c in captions]
-    n = len(norms)
-    uf = _UnionFind(n)
-    first: dict[str, int] = {}
-    uniq: list[int] = []  # index of the first caption of each distinct normalised text
-    for i, s in enumerate(norms):
-        if s in first:
-            uf.union(first[s], i)
-        else:
-            first[s] = i
-            uniq.append(i)
-    if threshold >= 1.0 or len(uniq) < 2:
-        return uf.labels()
-
-    sets = [_shingles(norms[i], ngram) for i in uniq]
-    sig = _minhash(sets, bands * rows)
-    checked: set[tuple[int, int]] = set()
-
-    def link(u: int, v: int) -> None:
-        key = (u, v) if u < v else (v, u)
-        if key in checked:
-            return
-        checked.add(key)
-        su, sv = sets[u], sets[v]
-        if len(su & sv) >= threshold * len(su | sv):
-            uf.union(uniq[u], uniq[v])
-
-    for band in range(bands):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
-        block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
-        for u in range(len(uniq)):
-            buckets[block[u].tobytes()].append(u)
-        for members in buckets.values():
-            if len(members) < 2:
-                continue
-            if len(members) <= 64:
-                for x in range(len(members)):
-                    for y in range(x + 1, len(members)):
-                        link(members[x], members[y])
-            else:  # a huge bucket (a caption template): check against a few anchors, not all pairs
-                for anchor in members[:8]:
-                    for v in members:
-                        if v != anchor:
-                            link(anchor, v)
-    return uf.labels()
-
-
-# --------------------------------------------------------------------------------------------
-# Content
-
-
-def item_vectors(items, descriptor=None, *, frames: int = 4, chunk: int = 64, progress: bool = True) -> np.ndarray:
-    """One unit content vector per item: its descriptors at `frames` evenly spaced frames, concatenated.
-
-    The dot product of two such vectors is the mean similarity of their time-aligned frames, so two
-    copies of a clip score ~1 while two clips that only share a background or a sprite do not (an
-    image is its one frame repeated). Items that cannot be read get a zero vector and join no
-    content cluster. Frames of `chunk` items are encoded in one batch. Default descriptor: builtin.
-    """
-    from ..features.builtin import BuiltinDescriptor
-    from ..io.video import read_frames
-
-    descriptor = descriptor or BuiltinDescriptor()
-    out = np.zeros((len(items), frames * descriptor.dim), np.float32)
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), desc="content vectors", unit="item", disable=not progress, leave=False)
-    except ImportError:  # pragma: no cover
-        bar = None
-    for start in range(0, len(items), chunk):
-        batch, rows = [], []
-        for k in range(start, min(start + chunk, len(items))):
-            try:
-                arr = read_frames(items[k].path).array
-            except Exception:  # unreadable media: no content evidence for this item
-                continue
-            idx = np.linspace(0, len(arr) - 1, num=frames).round().astype(int)
-            batch.append(arr[idx])
-            rows.append(k)
-        if batch:
-            shapes = {b.shape[1:] for b in batch}
-            if len(shapes) == 1:
-                enc = descriptor.encode(np.concatenate(batch))
-            else:  # mixed resolutions: encode item by item
-                enc = np.concatenate([descriptor.encode(b) for b in batch])
-            enc = enc.reshape(len(rows), frames * descriptor.dim) / np.sqrt(frames)
-            out[rows] = enc
-        if bar is not None:
-            bar.update(min(chunk, len(items) - start))
-    if bar is not None:
-        bar.close()
-    return out
-
-
-def content_clusters(vectors: np.ndarray, threshold: float) -> np.ndarray:
-    """Cluster label per item: connected components of `<v_i, v_j> > threshold` (single linkage).
-
-    Exact range search with FAISS (inner product), so it stays fast for large sets; all-zero
-    vectors (unreadable items) are singletons.
-    """
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(x)
-    uf = _UnionFind(n)
-    if n < 2:
-        return uf.labels()
-    valid = np.flatnonzero(np.linalg.norm(x, axis=1) > 0)
-    if len(valid) < 2:
-        return uf.labels()
-    import faiss
-
-    xv = x[valid]
-    index = faiss.IndexFlatIP(xv.shape[1])
-    index.add(xv)
-    lims, _, nbrs = index.range_search(xv, float(threshold))
-    for q in range(len(valid)):
-        for j in nbrs[lims[q]:lims[q + 1]]:
-            if j != q:
-                uf.union(int(valid[q]), int(valid[j]))
-    return uf.labels()
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,137 +223,6 @@ def duplicate_recall(entries: Sequence[PromptEntry], duplicated: Iterable[Iterab
 
 
 # --------------------------------------------------------------------------------------------
-# Files
-
-
-def write_prompts(path: str | Path, entries: Sequence[PromptEntry]) -> Path:
-    """One JSON object per line: id, prompt, group, label, evidence (read back by read_prompts)."""
-    from ..io.results import to_jsonable, write_text
-
-    lines = []
-    for e in entries:
-        d = {"id": e.id, "prompt": e.prompt}
-        if e.group is not None:
-            d["group"] = e.group
-        if e.label is not None:
-            d["label"] = e.label
-        if e.evidence:
-            d["evidence"] = e.evidence
-        lines.append(json.dumps(to_jsonable(d), ensure_ascii=False))
-    return write_text(path, "\n".join(lines) + ("\n" if lines else ""))
-
-
-def _as_bool(v, path: Path, where: str) -> bool | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no", "memorized", "novel"):
-        return v.strip().lower() in ("true", "1", "yes", "memorized")
-    raise BadInputError(path, f"{where}: label {v!r} is not a boolean (true/false, 1/0, memorized/novel)")
-
-
-def _entry_from_record(rec: Mapping, k: int, path: Path, where: str, default_label: bool | None) -> PromptEntry:
-    text = next((rec[f] for f in _TEXT_FIELDS if f in rec and rec[f] is not None), None)
-    if text is None or not isinstance(text, str):
-        raise BadInputError(path, f"{where}: no text field (one of {', '.join(_TEXT_FIELDS)})")
-    pid = next((rec[f] for f in _ID_FIELDS if f in rec and rec[f] is not None), None)
-    label = default_label
-    for f in ("label", "memorized"):
-        if f in rec:
-            label = _as_bool(rec[f], path, where)
-            break
-    else:
-        ot = rec.get("overfit_type")
-        if isinstance(ot, str) and ot.strip():
-            label = ot.strip().upper() in WEBSTER_MEMORIZED_TYPES
-    evidence = rec.get("evidence") or {}
-    if isinstance(evidence, str):
-        try:
-            evidence = json.loads(evidence)
-        except json.JSONDecodeError:
-            evidence = {"note": evidence}
-    # every other field (url, overfit_type, the world's train_ids ...) is kept as evidence
-    known = set(_TEXT_FIELDS) | set(_ID_FIELDS) | {"label", "memorized", "evidence", "group"}
-    for f, v in rec.items():
-        if f not in known and v is not None and f not in evidence:
-            evidence[f] = v.tolist() if isinstance(v, np.ndarray) else v
-    group = rec.get("group")
-    return PromptEntry(id=str(pid) if pid is not None else f"p{k:05d}", prompt=text,
-                       group=str(group) if group is not None else None, label=label,
-                       evidence=dict(evidence), source=path.name)
-
-
-def _known_memorized_list(path: Path, first: Mapping) -> bool:
-    """The JSONL of Wen et al. lists memorized prompts only (caption, index, url, no label)."""
-    return "caption" in first and "url" in first and not ({"label", "memorized", "overfit_type"} & set(first))
-
-
-def read_prompts(path: str | Path) -> list[PromptEntry]:
-    """Read a prompt list (format by extension; see the module docstring). Empty prompts are errors."""
-    path = Path(path)
-    if not path.exists():
-        raise BadInputError(path, "no such file")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, expected a prompt file (.jsonl, .parquet, .csv or .txt)")
-    suffix = path.suffix.lower()
-    entries: list[PromptEntry] = []
-    if suffix in (".jsonl", ".ndjson"):
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for ln, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BadInputError(path, f"line {ln}: not JSON ({e.msg})") from None
-                if isinstance(rec, str):
-                    rec = {"prompt": rec}
-                if not isinstance(rec, dict):
-                    raise BadInputError(path, f"line {ln}: expected a JSON object")
-                records.append((ln, rec))
-        default = True if records and _known_memorized_list(path, records[0][1]) else None
-        for k, (ln, rec) in enumerate(records):
-            entries.append(_entry_from_record(rec, k, path, f"line {ln}", default))
-    elif suffix in (".parquet", ".csv"):
-        import pandas as pd
-
-        try:
-            df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
-        except Exception as e:  # pyarrow / pandas raise many types for a bad file
-            raise BadInputError(path, f"cannot read as {suffix[1:]}: {e}") from None
-        if not any(f in df.columns for f in _TEXT_FIELDS):
-            raise BadInputError(path, f"no text column (one of {', '.join(_TEXT_FIELDS)}); columns are {list(df.columns)}")
-        for k, rec in enumerate(df.to_dict("records")):
-            entries.append(_entry_from_record(rec, k, path, f"row {k + 1}", None))
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise BadInputError(path, "not UTF-8 text") from None
-        for k, line in enumerate(l.strip() for l in text.splitlines()):
-            if line:
-                entries.append(PromptEntry(id=f"p{len(entries):05d}", prompt=line, source=path.name))
-    for e in entries:
-        if not e.prompt.strip():
-            raise BadInputError(path, f"prompt {e.id} is empty")
-    seen: Counter = Counter(e.id for e in entries)
-    dups = [i for i, c in seen.items() if c > 1]
-    if dups:  # ids name output folders: make them unique rather than refuse a public list
-        counter: Counter = Counter()
-        for e in entries:
-            if seen[e.id] > 1:
-                counter[e.id] += 1
-                e.id = f"{e.id}-{counter[e.id]}"
-    if not entries:
-        raise BadInputError(path, "no prompts")
-    return entries
-
-
-# --------------------------------------------------------------------------------------------
 # The study step behind `diffmem prompts`
 
 
@@ -606,23 +237,18 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
     content: also cluster items by content (reads every item once). model: a model spec or
     `DenoiserAdapter`; rank by the detection magnitude of that model (`diffmem.detect`), averaged over `detect_seeds` seeds and `detect_steps`.
     """
-    import time
-
-    from ..data.manifest import load_manifest
-    from ..io.results import environment, write_json
-
     t0 = time.perf_counter()
     out = Path(out)
     vectors, policy = None, None
     if (Path(train) / "index.json").is_file():  # a content index: its items and stored frame descriptors
-        items, skipped, vectors, policy = _from_index(train, with_vectors=content)
+        items, skipped, vectors, policy = index_items(train, with_vectors=content)
         if content:
             descriptor = policy.get("name", descriptor)
     else:
         manifest = load_manifest(train)
         items, skipped = list(manifest.items), list(manifest.skipped)
         if content:
-            desc = _descriptor(descriptor)
+            desc = load_descriptor(descriptor)
             vectors = item_vectors(items, desc, progress=progress)
             policy = desc.policy.as_dict()
     if not items:
@@ -631,7 +257,8 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
         content_threshold = DEFAULT_CONTENT_THRESHOLD
     mags = None
     if model is not None:
-        mags = _magnitude_function(model, seeds=detect_seeds, steps=detect_steps, device=device, progress=progress)
+        adapter = load_adapter(model, device=device)
+        mags = magnitude_function(adapter, seeds=detect_seeds, steps=detect_steps, progress=progress)
     entries = curate_prompts([it.id for it in items], [it.caption for it in items], vectors=vectors,
                              content_threshold=content_threshold, caption_threshold=caption_threshold,
                              ngram=ngram, min_count=min_count, top=top, magnitudes=mags,
@@ -661,61 +288,6 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
     return summary
 
 
-def _from_index(folder, *, with_vectors: bool, frames: int = 4):
-    """Items (id, caption, path) of a content index, and their `item_vectors` from the stored frame
-    descriptors (the same time-aligned frames, without reading any media again)."""
-    from types import SimpleNamespace
-
-    from ..index import VectorIndex
-
-    index = VectorIndex.open(folder)
-    meta = index.metadata.reset_index(drop=True)
-    meta["_row"] = np.arange(len(meta))
-    items, rows = [], []
-    for item_id, g in meta.groupby("item_id", sort=True):
-        g = g.sort_values("frame")
-        first = g.iloc[0]
-        items.append(SimpleNamespace(id=str(item_id), caption=str(first.get("caption") or ""),
-                                     path=Path(str(first.get("path") or "")), kind=first.get("kind")))
-        sel = np.linspace(0, len(g) - 1, num=frames).round().astype(int)
-        rows.append(g["_row"].to_numpy()[sel])
-    vectors = None
-    if with_vectors and items:
-        v = index.vectors(np.stack(rows))  # (n_items, frames, dim)
-        vectors = v.reshape(len(items), -1).astype(np.float32) / np.sqrt(frames)
-    return items, list(index.skipped), vectors, dict(index.policy)
-
-
 def summary_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.stem + ".summary.json")
-
-
-def _descriptor(name: str):
-    """A descriptor by name. Only the weight-free built-in one is constructed here."""
-    try:
-        from ..features import load_descriptor  # the features helper's loader, when it exists
-    except ImportError:
-        load_descriptor = None
-    if load_descriptor is not None:
-        return load_descriptor(name)
-    if name != "builtin":
-        raise BadInputError(name, "unknown descriptor (available here: builtin)")
-    from ..features.builtin import BuiltinDescriptor
-    return BuiltinDescriptor()
-
-
-def _magnitude_function(model, *, seeds: int, steps: int, device: str | None, progress: bool = True):
-    """prompts -> {content, motion, total} detection magnitudes of `model` (a spec or `DenoiserAdapter`),
-    from the detection study's `prompt_scores`; `curate_prompts` ranks by total and keeps all three."""
-    from ..detect.calibrate import DetectSettings
-    from .detect import load_model, prompt_scores
-
-    adapter = load_model(model, device)
-    settings = DetectSettings(seeds=seeds, steps=steps)
-
-    def score(prompts: list[str]) -> list[dict]:
-        s = prompt_scores(adapter, prompts, settings, progress=progress)
-        return [s[p] for p in prompts]
-
-    return score

@@ -1,38 +1,12 @@
-"""The extraction study's tables and report, from hand-built audit rows."""
+"""The extraction study's tables, from hand-built audit rows."""
 import math
 
-import pandas as pd
 import pytest
 
 from diffmem.errors import DiffmemError
-from diffmem.studies.extract import extract_report, score_summary, tabulate
-from diffmem.studies.prompts import PromptEntry
+from diffmem.studies.extract_tables import score_summary, tabulate
 
-NaN = float("nan")
-
-
-def _samples():
-    # prompt pA: 4 samples, 2 content copies of t1, 1 "both" copying t1 (content) and t9 (motion), 1 none
-    # prompt pB: 2 samples, 1 motion copy of t5, 1 none;  prompt pC: 2 samples, none
-    rows = [
-        ("pA-0", "pA", 0, "content", 0.9, "t1", 0.2, "t3"),
-        ("pA-1", "pA", 1, "content", 0.8, "t1", 0.1, "t3"),
-        ("pA-2", "pA", 2, "both", 0.7, "t1", 0.95, "t9"),
-        ("pA-3", "pA", 3, "none", 0.3, "t2", 0.4, "t9"),
-        ("pB-0", "pB", 0, "motion", 0.2, "t4", 0.97, "t5"),
-        ("pB-1", "pB", 1, "none", 0.1, "t4", NaN, None),
-        ("pC-0", "pC", 0, "none", 0.2, "t7", 0.3, "t8"),
-        ("pC-1", "pC", 1, "none", 0.4, "t7", 0.2, "t8"),
-    ]
-    return pd.DataFrame(rows, columns=["sample_id", "prompt_id", "seed", "verdict", "content_score", "content_match",
-                                       "motion_score", "motion_match"])
-
-
-def _entries():
-    return [PromptEntry("pA", "a red car", group="dup", evidence={"rank": 1, "reasons": ["duplicate_content"]}),
-            PromptEntry("pB", "a cat", group="dup"),
-            PromptEntry("pC", "a cup", group="novel"),
-            PromptEntry("pD", "never sampled", group="novel")]
+from _extract_rows import NaN, _entries, _samples
 
 
 def test_score_summary_by_hand():
@@ -79,18 +53,3 @@ def test_bad_sample_tables_are_refused():
     s.loc[0, "verdict"] = "copied"
     with pytest.raises(DiffmemError, match="unknown verdicts"):
         tabulate(s, _entries())
-
-
-def test_report_escapes_and_shows_tables():
-    e = _entries()
-    e[0].prompt = "<script>alert(1)</script>"
-    per, summ = tabulate(_samples(), e)
-    pair = {"sample_id": "pA-0", "prompt": e[0].prompt, "verdict": "content", "content_score": 0.9,
-            "motion_score": 0.2, "generated_uri": "data:image/gif;base64,AAAA", "original_uri": "data:image/gif;base64,BBBB",
-            "train_id": "t1", "train_caption": "a <b>red</b> car"}
-    html = extract_report(per, summ, _samples(), clip_pairs=[pair], thresholds={"content": 0.5}, config={"n": 4})
-    assert "<script>" not in html and "&lt;script&gt;" in html
-    assert "Extraction by group" in html and "Per prompt" in html and "beside their training originals" in html
-    assert "data:image/gif;base64,BBBB" in html and "data:image/png;base64," in html  # histogram embedded
-
-# The study end to end (generation, audit, resume, the CLI) is tested in test_demo.py on the demo's tiny world.
