@@ -19,8 +19,9 @@ RANK["api"] = RANK["__init__"]  # the public API module behind `import diffmem`
 RANK["device"] = RANK["errors"]  # the floor: neither imports anything else of diffmem but the other
 
 # Function-local imports are allowed only for a measured reason:
-# - cli/: start-up time. `import diffmem.cli` takes 0.07 s, a study module 2.7 s (torch); each subcommand
-#   imports the one function it calls when it runs, so `diffmem --help` stays instant.
+# - cli/: start-up time. `diffmem --help` takes 0.2 s, and took 3.8 s when it built every subcommand's
+#   parser with the library's defaults (torch alone is 2.6 s); a subcommand imports what it calls when it
+#   runs, and its defaults only when it is the one given (`cli.build_parser(only=...)`).
 # - optional extras and slow imports used by one feature: Ray (the `ray` extra), diffusers (5.7 s) and
 #   transformers (1.5 s) for real models, matplotlib (1 s) for report figures, and the packages only
 #   one loader or calibration run needs.

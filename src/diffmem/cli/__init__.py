@@ -5,6 +5,7 @@ A package rather than one cli.py so that each subcommand's arguments live beside
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .. import __version__
@@ -14,9 +15,10 @@ from ..errors import DiffmemError
 _SUBCOMMANDS = ("world", "index", "audit", "flow", "train", "generate", "detect", "amg", "prompts", "extract", "demo")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`only`) the named subcommand's in full and the others as names with their
+    one-line help: a subcommand's full parser imports the library for its defaults (torch, 2-4 s), which
+    `diffmem --help` and every other subcommand should not wait for."""
     parser = argparse.ArgumentParser(
         prog="diffmem",
         description="Measure, detect and prevent training-data memorization in image and video diffusion models.",
@@ -24,12 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMANDS:
-        importlib.import_module(f".{name}", __name__).register(sub)
+        module = importlib.import_module(f".{name}", __name__)
+        if only is None or name == only:
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=module.HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command if command in _SUBCOMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         # A command group given without its action, or no command at all: show the help.

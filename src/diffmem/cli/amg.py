@@ -9,11 +9,14 @@ import json
 import sys
 
 
+HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     from ..guidance.config import AMGConfig
     from ..studies.amg import DEFAULT_VARIANTS, VARIANTS, EvalConfig
 
-    p = sub.add_parser("amg", help="evaluate Anti-Memorization Guidance against plain sampling",
+    p = sub.add_parser("amg", help=HELP,
                        description="Anti-Memorization Guidance (AMG): evaluate it on a prompt list.")
     p.set_defaults(_parser=p)
     acts = p.add_subparsers(dest="action", metavar="ACTION")

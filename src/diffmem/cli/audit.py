@@ -6,9 +6,12 @@ import sys
 from .index import add_descriptor_args
 
 
+HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "audit", help="audit generated items against a training set",
+        "audit", help=HELP,
         description="Compare every sampled frame of every generated item with its nearest training frame. "
                     "Writes OUT/audit.parquet (one row per item), OUT/audit.json (config, summary, items, skipped) "
                     "and OUT/report.html. TRAIN_OR_INDEX is a training set (indexed into OUT/train_index first) "

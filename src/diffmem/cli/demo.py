@@ -4,9 +4,12 @@ from __future__ import annotations
 import sys
 
 
+HELP = "run the whole study offline on the embedded world (start here)"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "demo", help="run the whole study offline on the embedded world (start here)",
+        "demo", help=HELP,
         description="Build the embedded world (captioned clips with known duplicates) and its index, curate "
                     "memorization-prone prompts, extract training clips from the committed tiny text-to-video "
                     "model, audit them, detect memorized prompts at inference time, and mitigate with "

@@ -5,9 +5,12 @@ _SETTING_ARGS = {"seeds": "seeds", "steps": "steps", "num_steps": "num_steps", "
                  "scheduler": "scheduler", "first_seed": "first_seed"}
 
 
+HELP = "flag memorization-prone prompts at inference time"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "detect", help="flag memorization-prone prompts at inference time",
+        "detect", help=HELP,
         description="Score prompts by the content and motion magnitude of the text-conditional noise difference "
                     "(eps(x_t, prompt) - eps(x_t, '')), averaged over N seeds and the first S denoising steps; "
                     "no full generation. Flags prompts with thresholds from --calibration, writes --calibrate "
@@ -44,11 +47,11 @@ def register(sub):
 
 
 def _settings(args, cal):
-    from ..detect.calibrate import DetectSettings
+    from ..detect.calibrate import DetectConfig
 
-    base = cal.settings.as_dict() if cal is not None else DetectSettings().as_dict()
+    base = cal.settings.as_dict() if cal is not None else DetectConfig().as_dict()
     given = {k: getattr(args, a) for a, k in _SETTING_ARGS.items() if getattr(args, a) is not None}
-    return DetectSettings(**{**base, **given})
+    return DetectConfig(**{**base, **given})
 
 
 def _run(args) -> int:

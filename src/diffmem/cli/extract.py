@@ -4,9 +4,12 @@ from __future__ import annotations
 import sys
 
 
+HELP = "generate, audit and tabulate extracted training items"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "extract", help="generate, audit and tabulate extracted training items",
+        "extract", help=HELP,
         description="Generate N samples per prompt (seeds SEED..SEED+N-1), audit them against the training set, "
                     "and tabulate how many training items each prompt extracted (content / motion / both), with "
                     "score distributions and an HTML report of extracted clips beside their training originals. "

@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 
 
+HELP = "write the colour-coded optical flow of a video"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "flow", help="write the colour-coded optical flow of a video",
+        "flow", help=HELP,
         description="Estimate the optical flow of a video and write it colour-coded (hue = direction: right red, "
                     "down yellow-green, left cyan, up violet; saturation = speed, white = still) as mp4 or gif.")
     p.add_argument("video", help="input video (or any file diffmem can read)")

@@ -9,13 +9,16 @@ import json
 import sys
 
 
+HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     from ..guidance.config import AMGConfig
-    from ..studies.generate import GenerateSettings
+    from ..studies.generate import GenerateConfig
 
-    d, a = GenerateSettings(), AMGConfig()
+    d, a = GenerateConfig(), AMGConfig()
     p = sub.add_parser(
-        "generate", help="generate samples from a model for a prompt list",
+        "generate", help=HELP,
         description="Sample N videos (or images) per prompt with our DDIM/DDPM loop and classifier-free guidance. "
                     "MODEL: builtin:tiny-t2v, builtin:tiny-t2i, a `diffmem train` folder, or a local diffusers "
                     "pipeline folder (StableDiffusionPipeline, TextToVideoSDPipeline, AnimateDiffPipeline). "
@@ -66,13 +69,13 @@ def amg_config_from_args(args):
 
 
 def run(args) -> int:
-    from ..studies.generate import GenerateSettings, generate
+    from ..studies.generate import GenerateConfig, generate
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = GenerateSettings(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+    settings = GenerateConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                 scheduler=args.scheduler, eta=args.eta, negative_prompt=args.negative_prompt,
                                 num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                                 video_format=args.format)

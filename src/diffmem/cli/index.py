@@ -22,9 +22,12 @@ def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
 
 
+HELP = "build a nearest-neighbour index of a training set"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "index", help="build a nearest-neighbour index of a training set",
+        "index", help=HELP,
         description="The content index: a copy-detection descriptor of every sampled frame of every training "
                     "video and image (FAISS), with Parquet metadata (item_id, frame, timestamp, caption, path).")
     p.set_defaults(_parser=p)

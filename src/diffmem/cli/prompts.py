@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 
+HELP = "curate memorization-prone prompts from a training set"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "prompts", help="curate memorization-prone prompts from a training set",
+        "prompts", help=HELP,
         description="Curate the prompts most prone to trigger memorization from a captioned training set: "
                     "exact and near-duplicate captions and near-duplicate content, ranked by how often the model "
                     "saw them (or by detection magnitude with --model). Writes a JSONL prompt file with the "

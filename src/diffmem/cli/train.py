@@ -6,12 +6,15 @@ import shlex
 import sys
 
 
+HELP = "train a built-in tiny diffusion model on a world"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     from ..models.train import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
-        "train", help="train a built-in tiny diffusion model on a world",
+        "train", help=HELP,
         description="Train the built-in tiny latent diffusion model (frame autoencoder, word-level text encoder, "
                     "(2+1)D conv denoiser) on a world folder (its train.parquet) or any manifest. Writes CKPT/config.json "
                     "and CKPT/model.safetensors; resumes from CKPT/train_state.pt after an interruption "

@@ -4,9 +4,12 @@ from __future__ import annotations
 import sys
 
 
+HELP = "build the synthetic embedded world (captioned clips with known duplicates)"  # shown by `diffmem --help` without importing the library
+
+
 def register(sub):
     p = sub.add_parser(
-        "world", help="build the synthetic embedded world (captioned clips with known duplicates)",
+        "world", help=HELP,
         description="The embedded world: a captioned video corpus made offline from images bundled in "
                     "scikit-image and scikit-learn, with deliberately duplicated clips and captions, "
                     "ground truth and evaluation prompts.")
