@@ -63,7 +63,7 @@ def _time(fn, repeat: int = 2) -> float:
 
 
 def cost(args) -> None:
-    from diffmem.detect import DetectSettings, MagnitudeDetector
+    from diffmem.detect import DetectConfig, MagnitudeDetector
     from diffmem.detect.magnitude import first_step_records
     from diffmem.models.sampler import SamplerConfig, sample
 
@@ -80,7 +80,7 @@ def cost(args) -> None:
     print(f"{'n':>2} {'s':>2} {'path':>10} {'ms/prompt':>10} {'evals/prompt':>12} {'evals/gen':>9} {'time/gen':>9} "
           f"{'no-hook ms':>10} {'overhead':>8}")
     for n, s in ((1, 1), (4, 1), (1, 5), (4, 5)):
-        st = DetectSettings(seeds=n, steps=s, num_steps=args.num_steps)
+        st = DetectConfig(seeds=n, steps=s, num_steps=args.num_steps)
         all_p = [p for p in prompts for _ in range(n)]
         all_s = [k for _ in prompts for k in range(n)]
 
@@ -197,9 +197,9 @@ def background_confound(detect_parquet: Path) -> dict:
 
 def quality(args) -> None:
     from diffmem.world import make_world
-    from diffmem.detect import DetectSettings
+    from diffmem.detect import DetectConfig
     from diffmem.studies.detect import run_detect
-    from diffmem.studies.generate import GenerateSettings, generate
+    from diffmem.studies.generate import GenerateConfig, generate
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -217,17 +217,17 @@ def quality(args) -> None:
         labels = Path(args.labels)
     else:
         g = generate(args.model, prompts, work / "generated",
-                     GenerateSettings(n=args.samples, steps=args.num_steps, guidance=args.guidance),
+                     GenerateConfig(n=args.samples, steps=args.num_steps, guidance=args.guidance),
                      batch_size=args.batch_size, progress=False)
         print(f"generated {g['n_samples']} samples in {time.perf_counter() - t0:.0f} s")
         t1 = time.perf_counter()
         labels = audit_labels(world, work / "generated", work / "audit_counts.parquet")
         print(f"audited in {time.perf_counter() - t1:.0f} s")
 
-    st = DetectSettings(seeds=4, steps=5, num_steps=args.num_steps, guidance_scale=args.guidance)
+    st = DetectConfig(seeds=4, steps=5, num_steps=args.num_steps, guidance_scale=args.guidance)
     s5 = run_detect(args.model, prompts, work / "detect_n4_s5", settings=st, labels=labels,
                     batch_size=args.batch_size, progress=False)
-    s1 = run_detect(args.model, prompts, work / "detect_n4_s1", settings=DetectSettings(seeds=4, steps=1,
+    s1 = run_detect(args.model, prompts, work / "detect_n4_s1", settings=DetectConfig(seeds=4, steps=1,
                     num_steps=args.num_steps, guidance_scale=args.guidance), labels=labels, batch_size=args.batch_size, progress=False)
     print(f"\ndetection n=4 s=5 (hook path): {s5['cost']['seconds_per_prompt']} s/prompt; "
           f"n=4 s=1 (shared uncond): {s1['cost']['seconds_per_prompt']} s/prompt, "

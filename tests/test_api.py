@@ -16,7 +16,7 @@ from diffmem.index import build_content_index
 from diffmem.studies.audit import audit as study_audit
 from diffmem.studies.detect import run_detect
 from diffmem.studies.extract import run_extract
-from diffmem.studies.generate import GenerateSettings, generate as study_generate
+from diffmem.studies.generate import GenerateConfig, generate as study_generate
 from diffmem.studies.prompts import run_prompts
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -63,7 +63,7 @@ def _cli_defaults(*command) -> dict:
     (("prompts",), (api.curate_prompts, run_prompts)),
     (("extract",), (api.extract, run_extract)),
     (("detect",), (api.detect_prompts, run_detect)),
-    (("generate",), (api.generate, study_generate, GenerateSettings)),
+    (("generate",), (api.generate, study_generate, GenerateConfig)),
 ])
 def test_api_defaults_are_the_cli_defaults(command, functions):
     cli, py = _cli_defaults(*command), _defaults(*functions)

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 # Loaded on first use: the API pulls in torch (2.7 s), and `diffmem --help` only needs __version__.
 _API = ("load_model", "load_descriptor", "build_index", "audit", "curate_prompts", "extract", "detect_prompts",
-        "generate", "AMGConfig", "GenerateSettings", "Result", "Descriptor", "DenoiserAdapter")
+        "generate", "AMGConfig", "GenerateConfig", "Result", "Descriptor", "DenoiserAdapter")
 __all__ = ["__version__", *_API]
 
 

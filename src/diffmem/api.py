@@ -20,12 +20,12 @@ from .studies.amg import generate_with_amg
 from .studies.audit import audit as _audit
 from .studies.detect import run_detect
 from .studies.extract import run_extract
-from .studies.generate import GenerateSettings
+from .studies.generate import GenerateConfig
 from .studies.generate import generate as _generate
 from .studies.prompts import run_prompts
 
 __all__ = ["load_model", "load_descriptor", "build_index", "audit", "curate_prompts", "extract", "detect_prompts",
-           "generate", "AMGConfig", "GenerateSettings", "Result", "Descriptor", "DenoiserAdapter"]
+           "generate", "AMGConfig", "GenerateConfig", "Result", "Descriptor", "DenoiserAdapter"]
 
 
 def load_model(spec: str | Path = "builtin:tiny-t2v", device: str = "cpu") -> DenoiserAdapter:
@@ -88,9 +88,9 @@ def generate(model, prompts, out, *, n: int = 4, seed: int = 0, steps: int = 25,
     """Sample n videos (or images) per prompt (`diffmem generate`); resumable. With `amg` (True for the
     default `AMGConfig`, or a config) and `index` (the training set), Anti-Memorization Guidance steers
     away from the training data (`diffmem generate --amg --index`). `options`: batch_size, device, and the
-    other `GenerateSettings` fields (scheduler, eta, negative_prompt, fps, ...)."""
+    other `GenerateConfig` fields (scheduler, eta, negative_prompt, fps, ...)."""
     run = {k: options.pop(k) for k in ("batch_size", "device") if k in options}
-    settings = GenerateSettings(n=n, seed=seed, steps=steps, guidance=guidance, **options)
+    settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, **options)
     if amg:
         if index is None:
             raise ValueError("amg needs `index`: the training set to steer away from")

@@ -4,13 +4,13 @@ import json
 import numpy as np
 import pytest
 
-from diffmem.detect.calibrate import Calibration, DetectSettings, calibrate
+from diffmem.detect.calibrate import Calibration, DetectConfig, calibrate
 from diffmem.errors import BadInputError, DiffmemError, PolicyMismatchError
 
 
 def test_threshold_lets_through_at_most_the_fpr_share_of_novel_prompts():
     novel = np.arange(200.0)  # 200 novel prompts: at 1 % two may be above -> threshold 197
-    cal = calibrate({"content": novel, "motion": novel / 10}, 0.01, model="m", settings=DetectSettings())
+    cal = calibrate({"content": novel, "motion": novel / 10}, 0.01, model="m", settings=DetectConfig())
     assert cal.thresholds["content"] == 197.0
     assert cal.thresholds["motion"] == pytest.approx(19.7)
     assert cal.calibration_fpr["content"] == pytest.approx(0.01)
@@ -21,7 +21,7 @@ def test_threshold_lets_through_at_most_the_fpr_share_of_novel_prompts():
 
 
 def test_save_load_roundtrip(tmp_path):
-    s = DetectSettings(seeds=1, steps=5, num_steps=20, guidance_scale=5.0)
+    s = DetectConfig(seeds=1, steps=5, num_steps=20, guidance_scale=5.0)
     cal = calibrate({"content": [1.0, 2.0, 3.0]}, 0.05, model="builtin:tiny-t2v", settings=s)
     path = cal.save(tmp_path / "cal.json")
     back = Calibration.load(path)
@@ -31,12 +31,12 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_check_refuses_other_model_or_settings_but_not_another_first_seed():
-    cal = calibrate({"content": [1.0, 2.0]}, 0.01, model="a", settings=DetectSettings(seeds=4, steps=1))
-    cal.check("a", DetectSettings(seeds=4, steps=1, first_seed=100))
+    cal = calibrate({"content": [1.0, 2.0]}, 0.01, model="a", settings=DetectConfig(seeds=4, steps=1))
+    cal.check("a", DetectConfig(seeds=4, steps=1, first_seed=100))
     with pytest.raises(PolicyMismatchError, match="model"):
-        cal.check("b", DetectSettings(seeds=4, steps=1))
+        cal.check("b", DetectConfig(seeds=4, steps=1))
     with pytest.raises(PolicyMismatchError, match="steps: calibrated 1, asked 5"):
-        cal.check("a", DetectSettings(seeds=4, steps=5))
+        cal.check("a", DetectConfig(seeds=4, steps=5))
 
 
 def test_bad_calibration_files_name_the_file(tmp_path):
@@ -56,11 +56,11 @@ def test_bad_calibration_files_name_the_file(tmp_path):
 
 def test_settings_validation_and_cost():
     with pytest.raises(DiffmemError):
-        DetectSettings(seeds=0)
+        DetectConfig(seeds=0)
     with pytest.raises(DiffmemError):
-        DetectSettings(steps=60, num_steps=50)
-    s = DetectSettings(seeds=4, steps=1, num_steps=50)
+        DetectConfig(steps=60, num_steps=50)
+    s = DetectConfig(seeds=4, steps=1, num_steps=50)
     assert s.denoiser_evals_per_prompt() == 8       # 4 seeds x 1 step x (cond + uncond)
     assert s.generation_evals() == 100              # 50 steps x (cond + uncond)
     assert s.cost_fraction() == pytest.approx(0.08)
-    assert DetectSettings(seeds=1, steps=1, num_steps=50, guidance_scale=1.0).cost_fraction() == pytest.approx(0.04)
+    assert DetectConfig(seeds=1, steps=1, num_steps=50, guidance_scale=1.0).cost_fraction() == pytest.approx(0.04)

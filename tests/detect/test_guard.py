@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffmem.detect.calibrate import Calibration, DetectSettings
+from diffmem.detect.calibrate import Calibration, DetectConfig
 from diffmem.detect.guard import MemorizationGuard
 from diffmem.errors import DiffmemError, PolicyMismatchError
 from diffmem.models.sampler import SamplerConfig, sample
@@ -15,7 +15,7 @@ R = math.sqrt(12.5)  # content magnitude of frame_constant()
 
 
 def _cal(thresholds, steps=1, seeds=1, num_steps=10, model="test:known"):
-    return Calibration(model=model, settings=DetectSettings(seeds=seeds, steps=steps, num_steps=num_steps),
+    return Calibration(model=model, settings=DetectConfig(seeds=seeds, steps=steps, num_steps=num_steps),
                        fpr=0.01, thresholds=thresholds)
 
 

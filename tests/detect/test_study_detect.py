@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from diffmem.detect.calibrate import Calibration, DetectSettings
+from diffmem.detect.calibrate import Calibration, DetectConfig
 from diffmem.errors import PolicyMismatchError
 from diffmem.studies.detect import run_detect
 
 from _known_denoiser import KnownAdapter, alternating, frame_constant
 
-S = DetectSettings(seeds=2, steps=2, num_steps=10)
+S = DetectConfig(seeds=2, steps=2, num_steps=10)
 
 
 def _world():
@@ -85,11 +85,11 @@ def test_scores_flags_evaluation_and_outputs(tmp_path):
 
 def test_cost_is_what_the_denoiser_actually_ran(tmp_path):
     ad = KnownAdapter({"a": frame_constant()})
-    run_detect(ad, ["a", "b", "c", "a"], tmp_path, settings=DetectSettings(seeds=3, steps=2, num_steps=10),
+    run_detect(ad, ["a", "b", "c", "a"], tmp_path, settings=DetectConfig(seeds=3, steps=2, num_steps=10),
                progress=False)
     assert ad.rows_evaluated == 3 * 3 * 2 * 2  # 3 distinct prompts, 3 seeds, 2 steps, cond + uncond
     ad.rows_evaluated = 0
-    s = run_detect(ad, ["a", "b", "c", "a"], tmp_path / "s1", settings=DetectSettings(seeds=3, steps=1, num_steps=10),
+    s = run_detect(ad, ["a", "b", "c", "a"], tmp_path / "s1", settings=DetectConfig(seeds=3, steps=1, num_steps=10),
                    progress=False)
     assert ad.rows_evaluated == 3 * 3 + 3  # at s = 1: one conditional per (prompt, seed), one uncond per seed
     assert s["cost"]["denoiser_evals_run"] == 12 and s["cost"]["denoiser_evals_per_prompt"] == pytest.approx(4)
@@ -97,15 +97,15 @@ def test_cost_is_what_the_denoiser_actually_ran(tmp_path):
 
 def test_resume_skips_finished_prompts_and_rescored_settings(tmp_path):
     ad = KnownAdapter({"a": frame_constant()})
-    st = DetectSettings(seeds=2, steps=1, num_steps=10)
+    st = DetectConfig(seeds=2, steps=1, num_steps=10)
     run_detect(ad, ["a", "b"], tmp_path, settings=st, progress=False)
     ad.rows_evaluated = 0
     s = run_detect(ad, ["a", "b", "c"], tmp_path, settings=st, progress=False)
     assert s["resumed"] == 2 and ad.rows_evaluated == 2 + 2  # only "c": its 2 seeds + the shared uncond
     ad.rows_evaluated = 0
-    run_detect(ad, ["a", "b", "c"], tmp_path, settings=DetectSettings(seeds=1, steps=1, num_steps=10), progress=False)
+    run_detect(ad, ["a", "b", "c"], tmp_path, settings=DetectConfig(seeds=1, steps=1, num_steps=10), progress=False)
     assert ad.rows_evaluated == 0  # fewer seeds: a subset of what is stored
-    run_detect(ad, ["a"], tmp_path, settings=DetectSettings(seeds=2, steps=1, num_steps=10, guidance_scale=3.0),
+    run_detect(ad, ["a"], tmp_path, settings=DetectConfig(seeds=2, steps=1, num_steps=10, guidance_scale=3.0),
                progress=False)
     assert ad.rows_evaluated == 2 + 2  # other settings: scored again
 
@@ -114,13 +114,13 @@ def test_calibration_for_other_settings_is_refused(tmp_path):
     ad = KnownAdapter({"a": frame_constant()})
     run_detect(ad, ["x", "y"], tmp_path / "c", settings=S, calibrate_fpr=0.01, progress=False)
     with pytest.raises(PolicyMismatchError, match="steps"):
-        run_detect(ad, ["a"], tmp_path / "o", settings=DetectSettings(seeds=2, steps=1, num_steps=10),
+        run_detect(ad, ["a"], tmp_path / "o", settings=DetectConfig(seeds=2, steps=1, num_steps=10),
                    calibration=tmp_path / "c" / "calibration.json", progress=False)
 
 
 def test_image_model_reports_the_single_magnitude(tmp_path):
     ad = KnownAdapter({"a": torch.full((4, 3, 3), 3.0)}, shape=(4, 3, 3), kind="image")
-    run_detect(ad, ["a", "b"], tmp_path, settings=DetectSettings(seeds=1, steps=1, num_steps=10), calibrate_fpr=0.5,
+    run_detect(ad, ["a", "b"], tmp_path, settings=DetectConfig(seeds=1, steps=1, num_steps=10), calibrate_fpr=0.5,
                progress=False)
     df = pd.read_parquet(tmp_path / "detect.parquet")
     assert "content" not in df.columns and df.set_index("prompt").loc["a", "total"] == pytest.approx(3.0)
@@ -132,7 +132,7 @@ def test_evaluation_within_prompt_groups(tmp_path):
     rows = [{"prompt": p, "group": "moves" if p.startswith(("move", "novel")) else "other"} for p in pats]
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    s = run_detect(ad, prompts, tmp_path / "o", settings=DetectSettings(seeds=1, steps=1, num_steps=10),
+    s = run_detect(ad, prompts, tmp_path / "o", settings=DetectConfig(seeds=1, steps=1, num_steps=10),
                    labels=_labels(tmp_path, pats), progress=False)
     g = s["evaluation"]["group:moves"]
     assert g["motion"]["auc"] == 1.0 and g["motion"]["n_memorized"] == 4 and g["motion"]["n_novel"] == 12
@@ -143,6 +143,6 @@ def test_labels_without_both_classes_give_a_note_not_a_crash(tmp_path):
     ad = KnownAdapter({"a": frame_constant()})
     lab = tmp_path / "l.csv"
     lab.write_text("prompt,memorized\na,1\n")
-    s = run_detect(ad, ["a", "b"], tmp_path / "o", settings=DetectSettings(seeds=1, steps=1, num_steps=10),
+    s = run_detect(ad, ["a", "b"], tmp_path / "o", settings=DetectConfig(seeds=1, steps=1, num_steps=10),
                    labels=lab, progress=False)
     assert s["evaluation"] == {} and "no evaluation" in s["evaluation_note"]

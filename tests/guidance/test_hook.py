@@ -16,7 +16,7 @@ from diffmem.guidance.similarity import ContentSimilarity, MemoryNeighbours, Mot
 from diffmem.guidance.terms import amg_step
 from diffmem.models.adapter import predicted_x0
 from diffmem.models.sampler import SamplerConfig, StepState, sample
-from diffmem.studies.generate import GenerateSettings, generate
+from diffmem.studies.generate import GenerateConfig, generate
 
 from _amg_toy import Memorizer, RandomDescriptor, frames_of, smooth_pattern
 
@@ -153,7 +153,7 @@ def test_traces_of_finished_batches_survive_a_kill(setup, tmp_path):
     """Traces are written batch by batch: a run killed in its second batch keeps the first batch's."""
     adapter, sim = setup
     hook = AMGHook([sim], TOY)
-    settings = GenerateSettings(n=1, steps=4, guidance=3.0)
+    settings = GenerateConfig(n=1, steps=4, guidance=3.0)
     batches = []
 
     def after(rows):

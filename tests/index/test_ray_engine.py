@@ -196,14 +196,14 @@ def _tiny_model(folder, prompts):
 @pytest.mark.slow
 def test_generation_sweep_on_ray_equals_local_generate(tmp_path, ray_up):
     from diffmem.io.video import read_frames
-    from diffmem.studies.generate import GenerateSettings, as_prompt_specs, generate
+    from diffmem.studies.generate import GenerateConfig, as_prompt_specs, generate
     from diffmem.studies.generate_ray import generate_ray, plan_sweep
 
     prompts = [{"prompt": "a cat moves right across grass", "group": "novel"},
                {"prompt": "a picture of a face on stars", "group": "dup", "id": "face"},
                {"prompt": "a digit zooms in on bricks", "id": "d"}]
     model = _tiny_model(tmp_path / "model", prompts)
-    settings = GenerateSettings(n=3, seed=5, steps=2)
+    settings = GenerateConfig(n=3, seed=5, steps=2)
     generate(str(model), prompts, tmp_path / "local", settings, progress=False)
     # 2 prompt blocks x 2 seed blocks (seeds 5-6 and 7) = 4 tasks
     s = generate_ray(str(model), prompts, tmp_path / "ray", settings, progress=False, num_actors=1,
@@ -224,7 +224,7 @@ def test_generation_sweep_on_ray_equals_local_generate(tmp_path, ray_up):
     tasks = plan_sweep(as_prompt_specs(prompts), settings, tmp_path / "ray", prompts_per_task=2, seeds_per_task=2)
     assert [t["done"] for t in tasks] == [False, True, True, True]  # face_s1: prompts 0-1, seeds 5-6
     with pytest.raises(DiffmemError, match="other settings"):
-        generate_ray(str(model), prompts, tmp_path / "ray", GenerateSettings(n=3, seed=6, steps=2), progress=False)
+        generate_ray(str(model), prompts, tmp_path / "ray", GenerateConfig(n=3, seed=6, steps=2), progress=False)
 
 
 def test_cli_engine_and_address(monkeypatch, tmp_path, capsys):

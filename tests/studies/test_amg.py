@@ -17,7 +17,7 @@ from diffmem.io.video import read_frames
 from diffmem.models.tiny import TinyConfig, TinyModel, build_vocab, save_tiny
 from diffmem.studies.amg import EvalConfig, evaluate_amg
 from diffmem.studies.amg_report import amg_report, amg_table
-from diffmem.studies.generate import GenerateSettings, generate
+from diffmem.studies.generate import GenerateConfig, generate
 from diffmem.world import make_world
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "guidance"))
@@ -82,7 +82,7 @@ def test_generate_with_the_hook_and_report(toy, tmp_path):
     root, adapter = toy
     ref = TrainingReference.build(root, fps=8.0)
     hook = build_amg_hook(ref, TOY_AMG, kind="video")
-    settings = GenerateSettings(n=1, steps=6, guidance=3.0)
+    settings = GenerateConfig(n=1, steps=6, guidance=3.0)
     generate(adapter, [DUP, NOVEL], tmp_path, settings, hooks=[hook], progress=False)
     assert write_traces(hook, tmp_path) == 2
     path = amg_report(tmp_path, adapter, settings)

@@ -191,7 +191,7 @@ def test_cli_ranks_by_the_magnitude_of_a_named_model(tiny_world, tmp_path, capsy
     import math
 
     from diffmem import cli
-    from diffmem.detect.calibrate import DetectSettings
+    from diffmem.detect.calibrate import DetectConfig
     from diffmem.detect.prompts import prompt_scores
     from diffmem.models import load_adapter
 
@@ -207,7 +207,7 @@ def test_cli_ranks_by_the_magnitude_of_a_named_model(tiny_world, tmp_path, capsy
         m = x.evidence["magnitudes"]
         assert x.evidence["magnitude"] == m["total"]
         assert math.isclose(m["content"] ** 2 + m["motion"] ** 2, m["total"] ** 2, rel_tol=1e-4)
-    ref = prompt_scores(load_adapter("builtin:tiny-t2v"), [x.prompt for x in e], DetectSettings(seeds=1, steps=1))
+    ref = prompt_scores(load_adapter("builtin:tiny-t2v"), [x.prompt for x in e], DetectConfig(seeds=1, steps=1))
     for x in e:
         assert x.evidence["magnitude"] == pytest.approx(ref[x.prompt]["total"], rel=1e-5)
     summary = json.loads((tmp_path / "m.summary.json").read_text())

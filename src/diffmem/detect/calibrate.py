@@ -34,7 +34,7 @@ FORMAT = "diffmem-detect-calibration/1"
 
 
 @dataclass(frozen=True)
-class DetectSettings:
+class DetectConfig:
     """Everything that changes a magnitude score, apart from the model and the prompt.
 
     `seeds` (n) and `steps` (s): the score averages the first `steps` denoising steps of `seeds`
@@ -93,7 +93,7 @@ class DetectSettings:
         return self.denoiser_evals_per_prompt(n_prompts) / self.generation_evals()
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "DetectSettings":
+    def from_dict(cls, d: Mapping) -> "DetectConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -110,7 +110,7 @@ class Calibration:
     """Per-magnitude thresholds for a false-positive rate, with the model and settings they hold for."""
 
     model: str
-    settings: DetectSettings
+    settings: DetectConfig
     fpr: float
     thresholds: dict[str, float]
     novel_summary: dict[str, dict] = field(default_factory=dict)
@@ -129,13 +129,13 @@ class Calibration:
                 out[name] = np.asarray(scores[name], dtype=np.float64) > thr
         return out
 
-    def check(self, model: str, settings: DetectSettings) -> None:
+    def check(self, model: str, settings: DetectConfig) -> None:
         """Refuse to apply these thresholds to another model or other score settings."""
         if model != self.model:
             raise PolicyMismatchError(f"calibration was made for model {self.model!r}, not {model!r}; "
                                       "calibrate again for this model")
         mine, theirs = self.settings.as_dict(), settings.as_dict()
-        diff = {k: (mine[k], theirs[k]) for k in mine if k not in DetectSettings.NEUTRAL and mine[k] != theirs[k]}
+        diff = {k: (mine[k], theirs[k]) for k in mine if k not in DetectConfig.NEUTRAL and mine[k] != theirs[k]}
         if diff:
             detail = ", ".join(f"{k}: calibrated {a!r}, asked {b!r}" for k, (a, b) in diff.items())
             raise PolicyMismatchError(f"calibration settings differ ({detail}); the thresholds only hold for the "
@@ -162,7 +162,7 @@ class Calibration:
             raise BadInputError(path, f"not a diffmem detect calibration (expected format {FORMAT!r})")
         try:
             thresholds = {str(k): float(v) for k, v in d["thresholds"].items()}
-            return cls(model=str(d["model"]), settings=DetectSettings.from_dict(d["settings"]), fpr=float(d["fpr"]),
+            return cls(model=str(d["model"]), settings=DetectConfig.from_dict(d["settings"]), fpr=float(d["fpr"]),
                        thresholds=thresholds, novel_summary=d.get("novel_summary", {}),
                        calibration_fpr=d.get("calibration_fpr", {}), created=d.get("created", ""),
                        environment=d.get("environment", {}))
@@ -171,7 +171,7 @@ class Calibration:
 
 
 def calibrate(novel_scores: Mapping[str, Sequence[float]], fpr: float = 0.01, *, model: str,
-              settings: DetectSettings) -> Calibration:
+              settings: DetectConfig) -> Calibration:
     """Thresholds such that at most floor(fpr * N) of the N novel prompts score above them, per magnitude.
 
     With N < 1/fpr the threshold is the novel maximum and the FPR is not resolved: use at least 1/fpr

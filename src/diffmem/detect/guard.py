@@ -27,7 +27,7 @@ import torch
 
 from ..errors import DiffmemError, PolicyMismatchError
 from ..models.sampler import StopSampling
-from .calibrate import Calibration, DetectSettings
+from .calibrate import Calibration, DetectConfig
 from .magnitude import magnitudes as _magnitudes
 
 ACTIONS = ("record", "stop")
@@ -79,7 +79,7 @@ class MemorizationGuard:
     @classmethod
     def from_thresholds(cls, thresholds: dict[str, float], *, steps: int = 1, action: str = "record") -> "MemorizationGuard":
         """A guard with hand-set thresholds (no calibration file): nothing to check the generation against."""
-        cal = Calibration(model="", settings=DetectSettings(seeds=1, steps=steps, num_steps=max(steps, 1)), fpr=float("nan"),
+        cal = Calibration(model="", settings=DetectConfig(seeds=1, steps=steps, num_steps=max(steps, 1)), fpr=float("nan"),
                           thresholds=dict(thresholds))
         guard = cls(cal, action=action, strict=False)
         guard.calibrated = False  # hand-set: no calibrated settings to compare the generation with

@@ -1,6 +1,6 @@
 """Prompt scoring: each prompt's detection magnitudes, averaged over n seeds and the first s steps.
 
-    scores = prompt_scores(adapter, prompts, DetectSettings(seeds=4, steps=1))   # {prompt: {magnitude: score}}
+    scores = prompt_scores(adapter, prompts, DetectConfig(seeds=4, steps=1))   # {prompt: {magnitude: score}}
     score = magnitude_function(adapter, seeds=2, steps=1)                        # prompts -> [{magnitude: score}]
     run = cached_records(adapter, prompts, settings, "out/", model_name="builtin:tiny-t2v")
 
@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 
 from ..io.results import read_json, write_json
 from ..models.sampler import iter_samples
-from .calibrate import DetectSettings
+from .calibrate import DetectConfig
 from .magnitude import MagnitudeDetector, aggregate_records, first_step_records
 
 __all__ = ["prompt_scores", "score_records", "magnitude_function", "chunk_size", "fingerprint", "item_path",
            "load_item", "CachedRecords", "cached_records"]
 
 
-def prompt_scores(adapter, prompts: Sequence[str], settings: DetectSettings = DetectSettings(), *,
+def prompt_scores(adapter, prompts: Sequence[str], settings: DetectConfig = DetectConfig(), *,
                   batch_size: int = 8, progress: bool = False) -> dict[str, dict[str, float]]:
     """The functional twin of a detection run: {prompt: {magnitude: score}} for distinct `prompts`."""
     distinct = list(dict.fromkeys(prompts))
@@ -37,7 +37,7 @@ def prompt_scores(adapter, prompts: Sequence[str], settings: DetectSettings = De
     return {p: {k: v for k, v in row.items() if k != "count"} for p, row in aggregate_records(records).items()}
 
 
-def score_records(adapter, prompts: Sequence[str], settings: DetectSettings, *, batch_size: int,
+def score_records(adapter, prompts: Sequence[str], settings: DetectConfig, *, batch_size: int,
                   progress: bool) -> list[dict]:
     """Per-sample, per-step magnitude records (keyed by prompt) of distinct `prompts`."""
     seeds = [settings.first_seed + k for k in range(settings.seeds)]
@@ -55,7 +55,7 @@ def score_records(adapter, prompts: Sequence[str], settings: DetectSettings, *, 
 def magnitude_function(adapter, *, seeds: int, steps: int, progress: bool = True):
     """prompts -> [{content, motion, total}] detection magnitudes of `adapter` (`prompt_scores` with
     `seeds` seeds and `steps` steps), in prompt order: how prompt curation ranks by a model."""
-    settings = DetectSettings(seeds=seeds, steps=steps)
+    settings = DetectConfig(seeds=seeds, steps=steps)
 
     def score(prompts: list[str]) -> list[dict]:
         s = prompt_scores(adapter, prompts, settings, progress=progress)
@@ -64,13 +64,13 @@ def magnitude_function(adapter, *, seeds: int, steps: int, progress: bool = True
     return score
 
 
-def chunk_size(settings: DetectSettings, batch_size: int) -> int:
+def chunk_size(settings: DetectConfig, batch_size: int) -> int:
     """Prompts scored (and written) together. At s = 1 they share the unconditional evaluations, so take
     many; through the sampler, a few batches."""
     return 64 if settings.steps == 1 else max(1, 4 * batch_size // settings.seeds)
 
 
-def fingerprint(model: str, settings: DetectSettings) -> str:
+def fingerprint(model: str, settings: DetectConfig) -> str:
     """What makes stored records reusable: the model and every setting but the seed and step counts."""
     d = {k: v for k, v in settings.as_dict().items() if k not in ("seeds", "steps")}
     return hashlib.sha256(json.dumps({"model": model, **d}, sort_keys=True).encode()).hexdigest()[:16]
@@ -80,7 +80,7 @@ def item_path(out: Path, prompt: str) -> Path:
     return out / "items" / (hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:24] + ".json")
 
 
-def load_item(path: Path, fingerprint: str, settings: DetectSettings) -> list[dict] | None:
+def load_item(path: Path, fingerprint: str, settings: DetectConfig) -> list[dict] | None:
     """The stored records of one prompt for `settings`, or None when they must be scored (again)."""
     try:
         d = read_json(path)
@@ -106,7 +106,7 @@ class CachedRecords:
     seconds: float
 
 
-def cached_records(adapter, prompts: Sequence[str], settings: DetectSettings, out: str | Path, *, model_name: str,
+def cached_records(adapter, prompts: Sequence[str], settings: DetectConfig, out: str | Path, *, model_name: str,
                    batch_size: int = 8, progress: bool = False, resume: bool = True) -> CachedRecords:
     """Per-sample records {prompt: [record]} of the distinct `prompts`, from out/items/ where stored
     (`resume`) and scored `chunk_size` prompts at a time otherwise, each chunk written as it finishes."""

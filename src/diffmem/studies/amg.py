@@ -37,7 +37,7 @@ from ..metrics.quality import CLIPScore
 from ..models.registry import load_adapter
 from ..world.judge import WorldAlignment, parse_world_caption
 from .amg_report import amg_report, amg_table, evaluation_html, quality_by_variant
-from .generate import GenerateSettings, generate
+from .generate import GenerateConfig, generate
 from .motion_audit import MotionAuditConfig, MotionAuditor
 
 #: variant -> (terms, switch) of its AMG configuration; None = plain CFG
@@ -88,7 +88,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     size = int(probe.shape[-2])
     log(f"training reference from {index} (cached in {out / 'cache'})")
     training = TrainingReference.build(index, fps=fps, size=size, cache=out / "cache", progress=progress)
-    settings = GenerateSettings(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance)
+    settings = GenerateConfig(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance)
     specs = [{"id": e.id, "prompt": e.prompt, "group": e.group} for e in entries]
     roles = {e.id: (e.evidence or {}).get("role") for e in entries}
 

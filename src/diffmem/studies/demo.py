@@ -30,7 +30,7 @@ from typing import Any
 
 from ..data.labels import read_labels
 from ..data.prompts import PromptEntry, read_prompts, write_prompts
-from ..detect.calibrate import DetectSettings
+from ..detect.calibrate import DetectConfig
 from ..errors import DiffmemError
 from ..index import DEFAULT_FPS, build_content_index
 from ..io.results import environment, write_json, write_text
@@ -247,7 +247,7 @@ def _detect(r: _Run, st: Stage) -> None:
     r.need_labels()
     lab = read_labels(r.labels_path)
     n_mem = sum(v["memorized"] for v in lab.values())
-    settings = DetectSettings(seeds=r.detect_seeds, steps=1, num_steps=r.sampler["steps"],
+    settings = DetectConfig(seeds=r.detect_seeds, steps=1, num_steps=r.sampler["steps"],
                               guidance_scale=r.sampler["guidance"])
     evaluate = 0 < n_mem < len(lab)
     s = run_detect(r.adapter, r.out / "prompts" / "study.jsonl", r.out / "detect", settings=settings,

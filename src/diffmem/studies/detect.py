@@ -1,6 +1,6 @@
 """`diffmem detect`: score prompts by content and motion magnitude, flag them, evaluate against labels.
 
-    run_detect(model, prompts, out, settings=DetectSettings(seeds=4, steps=1), calibration=None,
+    run_detect(model, prompts, out, settings=DetectConfig(seeds=4, steps=1), calibration=None,
                labels=None, calibrate_fpr=None) -> summary dict
 
 Per prompt: its magnitudes averaged over n seeds and the first s steps (the sampler stops there), the
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.labels import read_labels
 from ..data.prompts import read_prompts
-from ..detect.calibrate import Calibration, DetectSettings, calibrate
+from ..detect.calibrate import Calibration, DetectConfig, calibrate
 from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
 from ..detect.prompts import cached_records, chunk_size
@@ -44,21 +44,21 @@ from .detect_report import detect_report
 __all__ = ["run_detect", "label_sets"]
 
 
-def run_detect(model, prompts, out, *, settings: DetectSettings | None = None, calibration: str | Path | Calibration | None = None,
+def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, calibration: str | Path | Calibration | None = None,
                labels: str | Path | Mapping | None = None, calibrate_fpr: float | None = None,
                fprs: Sequence[float] = (0.01, 0.03), batch_size: int = 8, device=None, progress: bool = True,
                resume: bool = True) -> dict:
     """Score every prompt, flag, evaluate; write the results into `out` (see the module docstring).
 
     `prompts`: a prompt file (any format `diffmem.data.prompts.read_prompts` reads) or a list of
-    strings. `settings` default to the calibration's (or `DetectSettings()`); explicit settings that
+    strings. `settings` default to the calibration's (or `DetectConfig()`); explicit settings that
     differ from the calibration's are refused. `calibrate_fpr`: also write `out/calibration.json`.
     """
     t0 = time.perf_counter()
     out = Path(out)
     cal = Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration
     if settings is None:
-        settings = cal.settings if cal is not None else DetectSettings()
+        settings = cal.settings if cal is not None else DetectConfig()
     adapter = load_adapter(model, device=device)
     model_name = adapter.name or str(model)
     if cal is not None:
@@ -223,13 +223,13 @@ def _eval_sets(prompts, lab, groups):
     return sets
 
 
-def _grid(flat, sets, names, settings: DetectSettings, fprs, n_distinct: int, batch_size: int) -> list[dict]:
+def _grid(flat, sets, names, settings: DetectConfig, fprs, n_distinct: int, batch_size: int) -> list[dict]:
     """AUC / TPR per evaluation set for the first n' seeds and s' steps of this run, n' in {1, n}, s' in {1, s}."""
     out = []
     for n in sorted({1, settings.seeds}):
         for s in sorted({1, settings.steps}):
             sub = aggregate_records(flat, seeds=n, steps=s, names=names)
-            sub_settings = DetectSettings(**{**settings.as_dict(), "seeds": n, "steps": s})
+            sub_settings = DetectConfig(**{**settings.as_dict(), "seeds": n, "steps": s})
             share = min(n_distinct, chunk_size(sub_settings, batch_size))  # what a run at (n, s) would cost
             for set_name, (sel, y) in sets.items():
                 ev = evaluate_scores({m: [sub[p][m] for p in sel] for m in names}, y, fprs)

@@ -32,7 +32,7 @@ from ..io.results import environment, write_json, write_parquet, write_text
 from .audit import audit, resolve_reference
 from .extract_report import clip_pairs, extract_report, train_lookup
 from .extract_tables import samples_table, tabulate
-from .generate import GenerateSettings, PromptSpec, generate
+from .generate import GenerateConfig, PromptSpec, generate
 from .generate_ray import generate_ray
 from .motion_audit import MotionAuditConfig, motion_part
 
@@ -88,7 +88,7 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     entries = _entries_of(prompts)
     if top is not None:
         entries = entries[:top]
-    settings = GenerateSettings(n=n, seed=seed, steps=steps, guidance=guidance)
+    settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance)
     specs = [PromptSpec(e.id, e.prompt, e.group) for e in entries]
     say = log or (lambda msg: None)
 

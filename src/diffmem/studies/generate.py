@@ -34,7 +34,7 @@ from ..models.sampler import SamplerConfig, iter_samples
 
 
 @dataclass(frozen=True)
-class GenerateSettings:
+class GenerateConfig:
     """What changes the samples. `fps` None = the model's own rate (tiny models) or 8."""
 
     n: int = 4
@@ -91,7 +91,7 @@ def _safe_id(s: str) -> str:
     return keep or hashlib.sha1(s.encode()).hexdigest()[:10]
 
 
-def generate(model, prompts, out: str | Path, settings: GenerateSettings = GenerateSettings(), *,
+def generate(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
              batch_size: int = 8, device=None, hooks: Sequence = (), extra_settings: dict | None = None,
              after_batch=None, progress: bool = True, log=None) -> dict:
     """Sample `settings.n` samples per prompt into `out` (see the module docstring); returns the summary.

@@ -1,6 +1,6 @@
 """Generation sweeps on Ray: prompts x seeds split into tasks, one model per actor (`generate`'s twin).
 
-    summary = generate_ray("builtin:tiny-t2v", "prompts.jsonl", "OUT", GenerateSettings(n=64), address="auto")
+    summary = generate_ray("builtin:tiny-t2v", "prompts.jsonl", "OUT", GenerateConfig(n=64), address="auto")
 
 The sweep (every prompt x seeds settings.seed .. settings.seed + n - 1) is cut into tasks of
 `prompts_per_task` prompts x `seeds_per_task` seeds. Ray Data runs them with `map_batches` over an
@@ -31,12 +31,12 @@ from ..errors import DiffmemError
 from ..index.ray_engine import actor_pool, ray_session
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..models.registry import load_adapter
-from .generate import GenerateSettings, PromptSpec, as_prompt_specs, generate
+from .generate import GenerateConfig, PromptSpec, as_prompt_specs, generate
 
 __all__ = ["generate_ray", "plan_sweep"]
 
 
-def plan_sweep(specs: list[PromptSpec], settings: GenerateSettings, out: Path, *,
+def plan_sweep(specs: list[PromptSpec], settings: GenerateConfig, out: Path, *,
                prompts_per_task: int = 8, seeds_per_task: int | None = None) -> list[dict]:
     """The tasks of a sweep: {"name", "prompts", "k0", "n", "done"} in (prompt block, seed block) order.
 
@@ -72,7 +72,7 @@ def _part_done(part: Path, n_samples: int) -> bool:
     return len(m) == n_samples and all((part / p).is_file() for p in m["path"])
 
 
-def _task_settings(settings: GenerateSettings, task: dict) -> GenerateSettings:
+def _task_settings(settings: GenerateConfig, task: dict) -> GenerateConfig:
     return replace(settings, n=int(task["n"]), seed=int(settings.seed) + int(task["k0"]))
 
 
@@ -84,7 +84,7 @@ class _Generator:
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.adapter = load_adapter(model, device)
-        self.settings = GenerateSettings(**settings)
+        self.settings = GenerateConfig(**settings)
         self.batch_size, self.out = batch_size, Path(out)
 
     def __call__(self, batch: dict) -> dict:
@@ -115,7 +115,7 @@ def _merge(out: Path, specs: list[PromptSpec], tasks: list[dict]):
     return df.sort_values(["_o", "sample_index"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
-def generate_ray(model, prompts, out: str | Path, settings: GenerateSettings = GenerateSettings(), *,
+def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
                  batch_size: int = 8, device: Any = None, progress: bool = True, log=None,
                  address: str | None = None, num_cpus: int | None = None, num_actors: int | None = None,
                  gpus_per_actor: float | None = None, prompts_per_task: int = 8,
