@@ -24,7 +24,6 @@ import shutil
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,19 @@ from ..detect.calibrate import DetectConfig
 from ..errors import DiffmemError
 from ..index import DEFAULT_FPS, build_content_index
 from ..io.results import environment, write_json, write_text
-from ..models.adapter import DenoiserAdapter
 from ..world import load_ground_truth, make_world
 from .amg import EvalConfig, evaluate_amg
 from .demo_report import demo_report
-from .demo_result import DemoResult, Stage, _fmtv, _pct
-from .demo_settings import MODEL_STAGES, SETTINGS_FILE, load_model, sampler_defaults, settings_changed, study_prompts
+from .demo_result import DemoResult, Stage, StageSkipped, _fmtv, _pct
+from .demo_settings import (
+    MODEL_STAGES,
+    SETTINGS_FILE,
+    DemoRun,
+    load_model,
+    sampler_defaults,
+    settings_changed,
+    study_prompts,
+)
 from .detect import run_detect
 from .extract import run_extract
 from .extract_report import format_summary
@@ -49,55 +55,6 @@ DEFAULT_MODEL = "builtin:tiny-t2v"
 # Samples per prompt. Extraction: 4 rather than 2 cuts the standard error of the per-group rates by ~30 % for
 # ~13 s more (whole demo 42 -> 55 s, 2-core machine, 1 thread). AMG: 2, on 3 prompts (it samples with gradients).
 DEMO_N, AMG_N = 4, 2
-
-
-@dataclass
-class _Run:
-    """What the stages of one demo run share: the options, the model and what earlier stages made."""
-
-    out: Path
-    seed: int
-    size: str
-    n: int
-    top: int | None
-    novel: int
-    detect_seeds: int
-    amg: bool
-    amg_prompts: int
-    amg_n: int
-    force: bool
-    progress: bool
-    say: Any
-    result: DemoResult
-    adapter: DenoiserAdapter | None = None
-    why: str | None = None           # why there is no model
-    sampler: dict = field(default_factory=dict)
-    index_fps: float = DEFAULT_FPS
-    study: list | None = None        # the study's prompt entries (prompts stage)
-
-    @property
-    def world_dir(self) -> Path:
-        return self.out / "world"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.out / "index"
-
-    @property
-    def train_ref(self) -> Path:
-        return self.index_dir if (self.index_dir / "index.json").is_file() else self.world_dir / "train.parquet"
-
-    @property
-    def labels_path(self) -> Path:
-        return self.out / "extract" / "labels.jsonl"
-
-    def need_model(self) -> None:
-        if self.adapter is None:
-            raise _Skip(f"no model: {self.why}")
-
-    def need_labels(self) -> None:
-        if not self.labels_path.is_file():
-            raise _Skip("no labels (the extract stage did not finish)")
 
 
 def run_demo(out, *, seed: int = 0, size: str = "small", model: Any = DEFAULT_MODEL, n: int = DEMO_N,
@@ -120,7 +77,7 @@ def run_demo(out, *, seed: int = 0, size: str = "small", model: Any = DEFAULT_MO
     """
     t_start = time.perf_counter()
     out = Path(out)
-    r = _Run(out, seed, size, n, top, novel, detect_seeds, amg, amg_prompts, amg_n, force, progress,
+    r = DemoRun(out, seed, size, n, top, novel, detect_seeds, amg, amg_prompts, amg_n, force, progress,
              log or (lambda m: None), DemoResult(out, None))
     _run_stage(r, "world", _world)
     if r.result.world is None:
@@ -134,7 +91,7 @@ def run_demo(out, *, seed: int = 0, size: str = "small", model: Any = DEFAULT_MO
     return _finish(r.result, t_start)
 
 
-def _run_stage(r: _Run, name: str, fn) -> Stage:
+def _run_stage(r: DemoRun, name: str, fn) -> Stage:
     """Run one stage; a skipped or failed stage is recorded with why, and the others still run."""
     st = Stage(name)
     r.result.stages.append(st)
@@ -144,7 +101,7 @@ def _run_stage(r: _Run, name: str, fn) -> Stage:
         fn(r, st)
         if st.status == "pending":
             st.status = "done"
-    except _Skip as e:
+    except StageSkipped as e:
         st.status, st.result = "skipped", str(e)
     except DiffmemError as e:
         st.status, st.result = "failed", f"{type(e).__name__}: {e}"
@@ -156,7 +113,7 @@ def _run_stage(r: _Run, name: str, fn) -> Stage:
     return st
 
 
-def _world(r: _Run, st: Stage) -> None:
+def _world(r: DemoRun, st: Stage) -> None:
     r.result.world = w = make_world(r.world_dir, seed=r.seed, size=r.size, force=r.force, progress=r.progress)
     st.result = (f"{w.n_items} training items ({w.n_videos} videos, {w.n_images} images), "
                  f"{w.n_duplicate_groups} duplicated sources ({w.n_duplicated_files} files), "
@@ -164,7 +121,7 @@ def _world(r: _Run, st: Stage) -> None:
     st.detail = w.as_dict()
 
 
-def _prepare_model(r: _Run, model, steps, guidance) -> None:
+def _prepare_model(r: DemoRun, model, steps, guidance) -> None:
     """Load the model, settle the sampler settings, and clear the model's stages if they were made with
     other settings (results of another model or other settings would be refused on resume)."""
     r.adapter, r.why = load_model(model)
@@ -192,14 +149,14 @@ def _prepare_model(r: _Run, model, steps, guidance) -> None:
         pass
 
 
-def _index(r: _Run, st: Stage) -> None:
+def _index(r: DemoRun, st: Stage) -> None:
     rep = build_content_index(r.world_dir / "train.parquet", r.index_dir, fps=r.index_fps, progress=r.progress)
     st.result = (f"{rep.index.meta.get('n_items', '?')} items, {len(rep.index)} frame descriptors at "
                  f"{r.index_fps:g} fps ({rep.index.policy.get('name')})")
     st.detail = rep.as_dict()
 
 
-def _prompts(r: _Run, st: Stage) -> None:
+def _prompts(r: DemoRun, st: Stage) -> None:
     pdir = r.out / "prompts"
     s = run_prompts(r.train_ref, pdir / "curated.jsonl", progress=r.progress)
     curated = read_prompts(pdir / "curated.jsonl")
@@ -221,10 +178,10 @@ def _prompts(r: _Run, st: Stage) -> None:
                  "curated": str(pdir / "curated.jsonl"), "study": str(pdir / "study.jsonl")}
 
 
-def _extract(r: _Run, st: Stage) -> None:
+def _extract(r: DemoRun, st: Stage) -> None:
     r.need_model()
     if r.study is None:
-        raise _Skip("no prompts (the prompts stage did not finish)")
+        raise StageSkipped("no prompts (the prompts stage did not finish)")
     s = run_extract(r.adapter, r.study, r.train_ref, r.out / "extract", n=r.n, seed=r.seed,
                     steps=r.sampler["steps"], guidance=r.sampler["guidance"], progress=r.progress, log=r.say)
     o = s["overall"]
@@ -242,7 +199,7 @@ def _extract(r: _Run, st: Stage) -> None:
                  "table": format_summary(s).split("\n", 1)[1]}
 
 
-def _detect(r: _Run, st: Stage) -> None:
+def _detect(r: DemoRun, st: Stage) -> None:
     r.need_model()
     r.need_labels()
     lab = read_labels(r.labels_path)
@@ -269,16 +226,16 @@ def _detect(r: _Run, st: Stage) -> None:
     st.detail = {"evaluation": ev, "settings": settings.as_dict(), "n_memorized": n_mem, "n_prompts": len(lab)}
 
 
-def _amg(r: _Run, st: Stage) -> None:
+def _amg(r: DemoRun, st: Stage) -> None:
     if not r.amg:
-        raise _Skip("turned off (--no-amg)")
+        raise StageSkipped("turned off (--no-amg)")
     r.need_model()
     r.need_labels()
     lab = read_labels(r.labels_path)
     by_text = {e.prompt: e for e in r.study or []}
     mem = [by_text[p] for p, v in lab.items() if v["memorized"] and p in by_text][:r.amg_prompts]
     if not mem:
-        raise _Skip("no prompt extracted anything: nothing for AMG to prevent")
+        raise StageSkipped("no prompt extracted anything: nothing for AMG to prevent")
     entries = [PromptEntry(e.id, e.prompt, group=e.group, evidence=e.evidence) for e in mem]
     cfg = EvalConfig(n=r.amg_n, seed=r.seed, steps=r.sampler["steps"], guidance=r.sampler["guidance"],
                      variants=("baseline", "full"))
@@ -297,15 +254,11 @@ def _amg(r: _Run, st: Stage) -> None:
                    + f" ({len(entries)} memorized prompts x {r.amg_n} samples)")
 
 
-def _report(r: _Run, st: Stage) -> None:
+def _report(r: DemoRun, st: Stage) -> None:
     path = r.out / "report.html"
     write_text(path, demo_report(r.result, r.out))
     r.result.report = path
     st.result = str(path)
-
-
-class _Skip(Exception):
-    """A stage that cannot run here (says why)."""
 
 
 def _finish(result: DemoResult, t_start: float) -> DemoResult:

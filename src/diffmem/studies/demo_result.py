@@ -68,3 +68,7 @@ def _fmtv(v) -> str:
     if v is None:
         return "-"
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+class StageSkipped(Exception):
+    """A stage that cannot run here (says why)."""

@@ -1,13 +1,19 @@
-"""What the demo runs with: the model, the sampler settings, the record of both, and the study's prompt set."""
+"""What the demo runs with: its options and model (`DemoRun`, shared by the stages), the sampler settings,
+the record of both, and the study's prompt set."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..data.prompts import PromptEntry, read_prompts
 from ..errors import DiffmemError
+from ..index import DEFAULT_FPS
 from ..metrics.duplicates import normalize_caption
+from ..models.adapter import DenoiserAdapter
 from ..models.registry import load_adapter
+from .demo_result import DemoResult, StageSkipped
 
 # Stage folders that depend on the model and sampler settings (replaced by force=True).
 MODEL_STAGES = ("extract", "detect", "amg")
@@ -78,3 +84,52 @@ def study_prompts(curated, world_prompts: Path, top: int | None, novel: int | No
             k += 1
             out.append(PromptEntry(f"w{k:03d}", e.prompt, group=e.group, evidence=e.evidence, source="world"))
     return out
+
+
+@dataclass
+class DemoRun:
+    """What the stages of one demo run share: the options, the model and what earlier stages made."""
+
+    out: Path
+    seed: int
+    size: str
+    n: int
+    top: int | None
+    novel: int
+    detect_seeds: int
+    amg: bool
+    amg_prompts: int
+    amg_n: int
+    force: bool
+    progress: bool
+    say: Any
+    result: DemoResult
+    adapter: DenoiserAdapter | None = None
+    why: str | None = None           # why there is no model
+    sampler: dict = field(default_factory=dict)
+    index_fps: float = DEFAULT_FPS
+    study: list | None = None        # the study's prompt entries (prompts stage)
+
+    @property
+    def world_dir(self) -> Path:
+        return self.out / "world"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.out / "index"
+
+    @property
+    def train_ref(self) -> Path:
+        return self.index_dir if (self.index_dir / "index.json").is_file() else self.world_dir / "train.parquet"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.out / "extract" / "labels.jsonl"
+
+    def need_model(self) -> None:
+        if self.adapter is None:
+            raise StageSkipped(f"no model: {self.why}")
+
+    def need_labels(self) -> None:
+        if not self.labels_path.is_file():
+            raise StageSkipped("no labels (the extract stage did not finish)")
