@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..data.manifest import Item, Manifest, load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..features import descriptor_from_policy, load_descriptor
+from ..io.lock import writes_folder
 from ..io.video import TruncatedVideoWarning, read_frames
 from .faiss_index import VectorIndex
 
@@ -74,6 +75,7 @@ def open_build_target(out, manifest, desc, *, fps, factory: str, search_params: 
     return index
 
 
+@writes_folder("index build")
 def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str | None = None,
                         sha256: str | None = None, fps: float | None = DEFAULT_FPS, factory: str = "Flat",
                         device: Any = "cpu", batch_size: int = 64, progress: bool = True,

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..errors import BadInputError, PolicyMismatchError, Skipped
 from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
 from ..flow import get_estimator
+from ..io.lock import writes_folder
 from .faiss_index import VectorIndex
 
 
@@ -165,6 +166,7 @@ def check_motion_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> No
             f"resolution, grid, k and fps, or build a new motion index")
 
 
+@writes_folder("motion index build")
 def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
                        factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False
                        ) -> tuple[MotionIndex, list[Skipped]]:

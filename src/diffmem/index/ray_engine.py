@@ -42,6 +42,7 @@ from ..data.manifest import Manifest, load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..features import load_descriptor
 from ..io.atomic import atomic_output
+from ..io.lock import writes_folder
 from ..io.results import read_json, write_json
 from .content import DEFAULT_FPS, BuildReport, open_build_target, read_item_frames
 from .faiss_index import is_exact
@@ -231,6 +232,7 @@ def actor_pool(ray, n_tasks: int, device, num_actors: int | None, gpus_per_actor
 
 # ------------------------------------------------------------------------------ the build
 
+@writes_folder("index build (ray)")
 def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: str | None = None,
                             sha256: str | None = None, fps: float | None = None, factory: str = "Flat",
                             device: Any = None, batch_size: int = 64, progress: bool = True,

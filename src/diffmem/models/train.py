@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..io.atomic import atomic_output
+from ..io.lock import writes_folder
 from ..io.results import environment, read_json
 from ..io.video import read_frames
 from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, save_tiny
@@ -160,6 +161,7 @@ def _world_info(world: Path) -> dict:
     return info
 
 
+@writes_folder("train")
 def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(), *,
                device: str | torch.device = "cpu", progress: bool = True, log=print,
                command: str | None = None) -> dict:

@@ -30,6 +30,7 @@ from ..errors import BadInputError, DiffmemError
 from ..guidance.config import AMGConfig
 from ..guidance.hook import write_traces
 from ..guidance.reference import TrainingReference, build_amg_hook
+from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet, write_text
 from ..io.video import read_frames
 from ..metrics.motion import NMFConfig
@@ -71,6 +72,7 @@ class EvalConfig:
         return d
 
 
+@writes_folder("amg evaluate")
 def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = EvalConfig(), *,
                  inception: str | Path | None = None, clip: str | Path | None = None, device="cpu",
                  progress: bool = False, log=None) -> dict:
@@ -211,6 +213,7 @@ def _measure_variant(vdir: Path, name: str, training, auditor, align, roles) -> 
 # ----------------------------------------------------------------------------- `diffmem generate --amg`
 
 
+@writes_folder("generate --amg")
 def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Path, *,
                       amg: AMGConfig = AMGConfig(), report: bool = False, batch_size: int = 8, device="cpu",
                       content_index: str | Path | None = None, progress: bool = False, log=None) -> dict:

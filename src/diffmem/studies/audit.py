@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..index.content import DEFAULT_FPS, ItemFrames, build_content_index, open_content_index, read_item_frames
+from ..io.lock import writes_folder
 from ..io.results import environment, read_json, write_json, write_parquet, write_text
 from ..metrics.content import copy_table, score_item
 from .audit_report import render_report
@@ -150,6 +151,7 @@ def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None
     return index, desc, index.config.get("fps"), "train"
 
 
+@writes_folder("audit")
 def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str | None = None,
           sha256: str | None = None, threshold: float | None = None, fps: float | None = None,
           factory: str = "Flat", device: Any = "cpu", batch_size: int = 64, progress: bool = True,

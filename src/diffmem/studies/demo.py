@@ -32,6 +32,7 @@ from ..data.prompts import PromptEntry, read_prompts, write_prompts
 from ..detect.calibrate import DetectConfig
 from ..errors import DiffmemError
 from ..index import DEFAULT_FPS, build_content_index
+from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_text
 from ..world import load_ground_truth, make_world
 from .amg import EvalConfig, evaluate_amg
@@ -57,6 +58,7 @@ DEFAULT_MODEL = "builtin:tiny-t2v"
 DEMO_N, AMG_N = 4, 2
 
 
+@writes_folder("demo")
 def run_demo(out, *, seed: int = 0, size: str = "small", model: Any = DEFAULT_MODEL, n: int = DEMO_N,
              steps: int | None = None, guidance: float | None = None, top: int | None = None, novel: int = 8,
              detect_seeds: int = 4, amg: bool = True, amg_prompts: int = 3, amg_n: int = AMG_N, force: bool = False,

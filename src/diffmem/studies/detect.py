@@ -37,6 +37,7 @@ from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
 from ..detect.prompts import cached_records, chunk_size
 from ..errors import DiffmemError
+from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from ..models import load_adapter
 from .detect_report import detect_report
@@ -44,6 +45,7 @@ from .detect_report import detect_report
 __all__ = ["run_detect", "label_sets"]
 
 
+@writes_folder("detect")
 def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, calibration: str | Path | Calibration | None = None,
                labels: str | Path | Mapping | None = None, calibrate_fpr: float | None = None,
                fprs: Sequence[float] = (0.01, 0.03), batch_size: int = 8, device=None, progress: bool = True,

@@ -28,6 +28,7 @@ import pandas as pd
 from ..data.labels import labels_from_audit_counts, write_labels
 from ..data.prompts import PromptEntry, read_prompts
 from ..errors import DiffmemError
+from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from .audit import audit, resolve_reference
 from .extract_report import clip_pairs, extract_report, train_lookup
@@ -68,6 +69,7 @@ def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: 
     return [part], f"audited at {cfg.policy.fps:g} fps", float(cfg.nmf.tau_m)
 
 
+@writes_folder("extract")
 def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 0, steps: int = 25,
                 guidance: float = 7.5, top: int | None = None, motion: bool = True, batch_size: int = 8,
                 examples: int = 12, label_min_rate: float = 0.0, descriptor=None, threshold: float | None = None,

@@ -26,6 +26,7 @@ from typing import Sequence
 from ..data.prompts import read_prompts
 from ..errors import DiffmemError
 from ..io.image import write_image
+from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..io.video import write_video
 from ..models.adapter import frames_to_uint8
@@ -91,6 +92,7 @@ def _safe_id(s: str) -> str:
     return keep or hashlib.sha1(s.encode()).hexdigest()[:10]
 
 
+@writes_folder("generate")
 def generate(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
              batch_size: int = 8, device=None, hooks: Sequence = (), extra_settings: dict | None = None,
              after_batch=None, progress: bool = True, log=None) -> dict:

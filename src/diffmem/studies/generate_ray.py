@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DiffmemError
 from ..index.ray_engine import actor_pool, ray_session
+from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..models.registry import load_adapter
 from .generate import GenerateConfig, PromptSpec, as_prompt_specs, generate
@@ -115,6 +116,7 @@ def _merge(out: Path, specs: list[PromptSpec], tasks: list[dict]):
     return df.sort_values(["_o", "sample_index"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
+@writes_folder("generate (ray)")
 def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
                  batch_size: int = 8, device: Any = None, progress: bool = True, log=None,
                  address: str | None = None, num_cpus: int | None = None, num_actors: int | None = None,

@@ -81,6 +81,7 @@ from tqdm.auto import tqdm
 from ..errors import BadInputError
 from ..io.atomic import atomic_output
 from ..io.image import write_image
+from ..io.lock import LOCK_NAME, writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from ..io.video import write_video
 from .assets import BACKGROUNDS, SPRITES, n_instances
@@ -409,7 +410,7 @@ def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
             return
         raise BadInputError(out, f"holds a world made with seed {m.get('seed')}, size {m.get('size')!r}; "
                                  f"use another folder or --force to replace it")
-    if any(out.iterdir()) and not force:
+    if any(p.name != LOCK_NAME for p in out.iterdir()) and not force:
         raise BadInputError(out, "is not empty and is not a diffmem world; use an empty folder or --force")
 
 
@@ -437,6 +438,7 @@ def _write_source(out: Path, src: _Source) -> None:
                 shutil.copyfile(first, tmp)
 
 
+@writes_folder("world make")
 def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, progress: bool = False) -> WorldSummary:
     """Build (or finish, or confirm) the embedded world in folder `out`. See the module docstring."""
     t0 = time.perf_counter()
