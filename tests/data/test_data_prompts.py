@@ -99,3 +99,25 @@ def test_missing_file_and_wrong_columns(tmp_path):
         read_prompts(p)
     with pytest.raises(BadInputError, match="is a folder"):
         read_prompts(tmp_path)
+
+
+def test_as_prompt_entries_takes_files_strings_dicts_and_entries(tmp_path):
+    import pytest
+
+    from diffmem.data.prompts import PromptEntry, as_prompt_entries, write_prompts
+    from diffmem.errors import DiffmemError
+
+    got = as_prompt_entries(["a cat", {"prompt": "a dog", "id": "d", "group": "novel"}, PromptEntry("e", "x")])
+    assert [(e.id, e.prompt, e.group) for e in got] == [("p00000", "a cat", None), ("d", "a dog", "novel"),
+                                                        ("e", "x", None)]
+    write_prompts(tmp_path / "p.jsonl", got)
+    assert [e.id for e in as_prompt_entries(tmp_path / "p.jsonl")] == ["p00000", "d", "e"]
+    assert as_prompt_entries([""])[0].prompt == ""  # unconditional sampling is allowed
+    with pytest.raises(DiffmemError, match="prompt 1 is empty"):
+        as_prompt_entries(["a", " "], allow_empty=False)
+    with pytest.raises(DiffmemError, match="unique"):
+        as_prompt_entries([{"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}])
+    with pytest.raises(DiffmemError, match="no prompts"):
+        as_prompt_entries([])
+    with pytest.raises(DiffmemError, match="prompt 0: expected text"):
+        as_prompt_entries([3])

@@ -196,7 +196,8 @@ def _tiny_model(folder, prompts):
 @pytest.mark.slow
 def test_generation_sweep_on_ray_equals_local_generate(tmp_path, ray_up):
     from diffmem.io.video import read_frames
-    from diffmem.studies.generate import GenerateConfig, as_prompt_specs, generate
+    from diffmem.data.prompts import as_prompt_entries
+    from diffmem.studies.generate import GenerateConfig, generate
     from diffmem.studies.generate_ray import generate_ray, plan_sweep
 
     prompts = [{"prompt": "a cat moves right across grass", "group": "novel"},
@@ -221,7 +222,7 @@ def test_generation_sweep_on_ray_equals_local_generate(tmp_path, ray_up):
     assert s["n_tasks_run"] == 0 and s["n_samples"] == 9
     # a sample lost in a kill makes its task, and only it, due again (generate then redoes that sample)
     (tmp_path / "ray" / ray_m["path"][4]).unlink()
-    tasks = plan_sweep(as_prompt_specs(prompts), settings, tmp_path / "ray", prompts_per_task=2, seeds_per_task=2)
+    tasks = plan_sweep(as_prompt_entries(prompts), settings, tmp_path / "ray", prompts_per_task=2, seeds_per_task=2)
     assert [t["done"] for t in tasks] == [False, True, True, True]  # face_s1: prompts 0-1, seeds 5-6
     with pytest.raises(DiffmemError, match="other settings"):
         generate_ray(str(model), prompts, tmp_path / "ray", GenerateConfig(n=3, seed=6, steps=2), progress=False)

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import BadInputError
+from ..errors import BadInputError, DiffmemError
 from ..io.results import to_jsonable, write_text
 from .labels import as_bool
 
@@ -52,6 +52,35 @@ class PromptEntry:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def as_prompt_entries(prompts, *, allow_empty: bool = True) -> list[PromptEntry]:
+    """The prompts a study is given, as entries: a prompt file (any format `read_prompts` reads), or a list
+    of strings (ids p00000, p00001, ...), dicts with "prompt" (and "id", "group"), or entries. Ids must be
+    unique (they name files); allow_empty=False refuses empty prompts (detection has nothing to score)."""
+    if isinstance(prompts, (str, Path)):
+        entries = read_prompts(prompts)
+    else:
+        entries = []
+        for k, p in enumerate(prompts):
+            if isinstance(p, PromptEntry):
+                entries.append(p)
+            elif isinstance(p, str):
+                entries.append(PromptEntry(f"p{k:05d}", p))
+            elif isinstance(p, dict) and "prompt" in p:
+                entries.append(PromptEntry(str(p.get("id", f"p{k:05d}")), str(p["prompt"]), p.get("group")))
+            else:
+                raise DiffmemError(f"prompt {k}: expected text, a dict with 'prompt', or a PromptEntry; got "
+                                   f"{type(p).__name__}")
+    if not entries:
+        raise DiffmemError("no prompts given")
+    if not allow_empty:
+        empty = [k for k, e in enumerate(entries) if not e.prompt.strip()]
+        if empty:
+            raise DiffmemError(f"prompt {empty[0]} is empty")
+    if len({e.id for e in entries}) != len(entries):
+        raise DiffmemError("prompt ids must be unique (they name the sample files)")
+    return entries
 
 
 def write_prompts(path: str | Path, entries: Sequence[PromptEntry]) -> Path:

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..data.labels import read_labels
-from ..data.prompts import read_prompts
+from ..data.prompts import as_prompt_entries
 from ..detect.calibrate import Calibration, DetectConfig, calibrate
 from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
@@ -66,7 +66,8 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
     if cal is not None:
         cal.check(model_name, settings)
 
-    entries = _read_prompt_entries(prompts)
+    entries = [{"id": e.id, "prompt": e.prompt, "group": e.group}
+               for e in as_prompt_entries(prompts, allow_empty=False)]
     lab = read_labels(labels) if isinstance(labels, (str, Path)) else (dict(labels) if labels is not None else None)
 
     # Score each distinct prompt once, resuming from finished items.
@@ -142,20 +143,6 @@ def _flag_names(names: Sequence[str]) -> list[str]:
     # The verdict uses content and motion for video models, the single magnitude for image models;
     # total (= sqrt(content^2 + motion^2)) is calibrated and reported but is no separate evidence.
     return [n for n in names if n != "total"] or list(names)
-
-
-def _read_prompt_entries(prompts) -> list[dict]:
-    if isinstance(prompts, (str, Path)):
-        return [{"id": e.id, "prompt": e.prompt, "group": e.group} for e in read_prompts(prompts)]
-    items = list(prompts)
-    if not items:
-        raise DiffmemError("no prompts given")
-    out = []
-    for k, p in enumerate(items):
-        if not isinstance(p, str) or not p.strip():
-            raise DiffmemError(f"prompt {k} is empty or not text")
-        out.append({"id": f"p{k:05d}", "prompt": p, "group": None})
-    return out
 
 
 def _rows(entries, scores, names, settings, cal, lab, share) -> list[dict]:

@@ -26,14 +26,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.labels import labels_from_audit_counts, write_labels
-from ..data.prompts import PromptEntry, read_prompts
+from ..data.prompts import as_prompt_entries
 from ..errors import DiffmemError
 from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from .audit import audit, resolve_reference
 from .extract_report import clip_pairs, extract_report, train_lookup
 from .extract_tables import samples_table, tabulate
-from .generate import GenerateConfig, PromptSpec, generate
+from .generate import GenerateConfig, generate
 from .generate_ray import generate_ray
 from .motion_audit import MotionAuditConfig, motion_part
 
@@ -41,17 +41,6 @@ __all__ = ["run_extract"]
 
 # What each label of labels.jsonl carries besides memorized and kind.
 _LABEL_FIELDS = {"rate_extracted": "rate_extracted", "id": "prompt_id", "group": "group"}
-
-
-def _entries_of(prompts) -> list[PromptEntry]:
-    if isinstance(prompts, (str, Path)):
-        return read_prompts(prompts)
-    entries = list(prompts)
-    if not entries:
-        raise DiffmemError("no prompts")
-    if len({e.id for e in entries}) != len(entries):
-        raise DiffmemError("prompt ids must be unique")
-    return entries
 
 
 def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool) -> tuple[list, str, float | None]:
@@ -87,11 +76,11 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     """
     t0 = time.perf_counter()
     out = Path(out)
-    entries = _entries_of(prompts)
+    entries = as_prompt_entries(prompts)
     if top is not None:
         entries = entries[:top]
     settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance)
-    specs = [PromptSpec(e.id, e.prompt, e.group) for e in entries]
+    specs = entries
     say = log or (lambda msg: None)
 
     say(f"generating {n} samples for each of {len(entries)} prompts")

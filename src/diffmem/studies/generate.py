@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..data.prompts import read_prompts
+from ..data.prompts import as_prompt_entries
 from ..errors import DiffmemError
 from ..io.image import write_image
 from ..io.lock import writes_folder
@@ -60,33 +60,6 @@ class GenerateConfig:
                              height=self.height, width=self.width)
 
 
-@dataclass(frozen=True)
-class PromptSpec:
-    id: str
-    prompt: str
-    group: str | None = None
-
-
-def as_prompt_specs(prompts) -> list[PromptSpec]:
-    """A prompt file path (.txt / .jsonl / .csv / .parquet, via `data.prompts.read_prompts`), or a
-    list of strings / dicts / PromptSpec."""
-    if isinstance(prompts, (str, Path)):
-        return [PromptSpec(e.id, e.prompt, e.group) for e in read_prompts(prompts)]
-    out = []
-    for k, p in enumerate(prompts):
-        if isinstance(p, PromptSpec):
-            out.append(p)
-        elif isinstance(p, str):
-            out.append(PromptSpec(f"p{k:05d}", p))
-        elif isinstance(p, dict):
-            out.append(PromptSpec(str(p.get("id", f"p{k:05d}")), str(p["prompt"]), p.get("group")))
-        else:
-            out.append(PromptSpec(str(p.id), str(p.prompt), getattr(p, "group", None)))
-    if len({p.id for p in out}) != len(out):
-        raise DiffmemError("prompt ids must be unique (they name the sample files)")
-    return out
-
-
 def _safe_id(s: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip(".")
     return keep or hashlib.sha1(s.encode()).hexdigest()[:10]
@@ -106,7 +79,7 @@ def generate(model, prompts, out: str | Path, settings: GenerateConfig = Generat
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
     adapter = load_adapter(model, device)
-    specs = as_prompt_specs(prompts)
+    specs = as_prompt_entries(prompts)
     if not specs:
         raise DiffmemError("no prompts")
     out = Path(out)

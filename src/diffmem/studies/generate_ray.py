@@ -27,17 +27,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..data.prompts import PromptEntry, as_prompt_entries
 from ..errors import DiffmemError
 from ..index.ray_engine import actor_pool, ray_session
 from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..models.registry import load_adapter
-from .generate import GenerateConfig, PromptSpec, as_prompt_specs, generate
+from .generate import GenerateConfig, generate
 
 __all__ = ["generate_ray", "plan_sweep"]
 
 
-def plan_sweep(specs: list[PromptSpec], settings: GenerateConfig, out: Path, *,
+def plan_sweep(specs: list[PromptEntry], settings: GenerateConfig, out: Path, *,
                prompts_per_task: int = 8, seeds_per_task: int | None = None) -> list[dict]:
     """The tasks of a sweep: {"name", "prompts", "k0", "n", "done"} in (prompt block, seed block) order.
 
@@ -92,14 +93,14 @@ class _Generator:
         names = []
         for raw in batch["task"]:
             t = json.loads(str(raw))
-            specs = [PromptSpec(p["id"], p["prompt"], p.get("group")) for p in t["prompts"]]
+            specs = [PromptEntry(p["id"], p["prompt"], p.get("group")) for p in t["prompts"]]
             generate(self.adapter, specs, self.out / "parts" / t["name"], _task_settings(self.settings, t),
                      batch_size=self.batch_size, progress=False)
             names.append(t["name"])
         return {"name": np.asarray(names)}
 
 
-def _merge(out: Path, specs: list[PromptSpec], tasks: list[dict]):
+def _merge(out: Path, specs: list[PromptEntry], tasks: list[dict]):
     """The parts' manifests as one, in `generate`'s order and with its ids: prompt by prompt, k = 0..n-1."""
     frames = []
     for t in tasks:
@@ -131,7 +132,7 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = Gen
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
     if not isinstance(model, (str, Path)):
         raise DiffmemError("generate_ray needs the model as a spec (builtin:NAME or a folder): each Ray actor loads it")
-    specs = as_prompt_specs(prompts)
+    specs = as_prompt_entries(prompts)
     if not specs:
         raise DiffmemError("no prompts")
     out = Path(out)
