@@ -103,3 +103,32 @@ def test_another_descriptor_or_rate_is_refused(built, tmp_path):
         build_content_index(manifest, root / "INDEX", descriptor=f"sscd:{model}", fps=4.0, progress=False)
     with pytest.raises(PolicyMismatchError):
         open_content_index(root / "INDEX", f"sscd:{model}")
+
+
+def test_empty_training_sets_and_empty_indexes_are_errors_where_they_arise(tmp_path, capsys):
+    """Reliability issue: an empty folder, or a set whose every file is unreadable, was indexed
+    "successfully" and the audit against it crashed later (`supplied range of [-inf, 1.0]`)."""
+    from diffmem import cli
+    from diffmem.errors import BadInputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no media item to index"):
+        build_content_index(tmp_path / "empty", tmp_path / "I0", progress=False)
+    assert not (tmp_path / "I0" / "index.json").exists()  # refused before anything was written
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.mp4").write_bytes(b"not a video")
+    (bad / "b.mp4").write_bytes(b"not a video either")
+    assert cli.main(["index", "build", str(bad), "--out", str(tmp_path / "I1")]) == 1
+    err = capsys.readouterr().err
+    assert "no frame of any training item could be read" in err and "2 items skipped" in err
+    with pytest.raises(BadInputError, match="holds no frame descriptors"):
+        open_content_index(tmp_path / "I1")
+
+
+def test_a_policy_other_than_the_indexs_is_refused_not_ignored(built):
+    root, _, _ = built
+    with pytest.raises(PolicyMismatchError, match="'legacy-dcr'"):
+        open_content_index(root / "INDEX", policy="legacy-dcr")
+    index, desc = open_content_index(root / "INDEX", policy="builtin")  # its own policy, named: fine
+    assert desc.policy.name == "builtin"

@@ -14,3 +14,13 @@ def test_changed_settings_are_detected_for_a_fresh_start(tmp_path):
     assert settings_changed(tmp_path, s) == "n 2 -> 4"
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(s))
     assert settings_changed(tmp_path, s) is None
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_demo(tmp_path, capsys):
+    """`diffmem demo --model nope` exited 0 with the model's stages "skipped" (reliability issue)."""
+    from diffmem import cli
+
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--size", "tiny", "--model", str(tmp_path / "nope"),
+                     "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "EXTRACT  FAILED" in out.upper() and "could not be loaded" in out and "no such model" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .options import count, natural, nonnegative, positive
 
 HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by `diffmem --help` without importing the library
 
@@ -37,20 +38,20 @@ def register(sub):
                    help="the training set: a content index folder (`diffmem index`), a manifest "
                         "(.parquet/.csv/.jsonl), a media folder, or a world folder")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--n", type=int, default=d.n, help=f"samples per prompt (default {d.n})")
-    e.add_argument("--seed", type=int, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
-    e.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
-    e.add_argument("--guidance", type=float, default=d.guidance, help=f"CFG scale s0 (default {d.guidance})")
+    e.add_argument("--n", type=count, default=d.n, help=f"samples per prompt (default {d.n})")
+    e.add_argument("--seed", type=natural, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
+    e.add_argument("--steps", type=count, default=d.steps, help=f"denoising steps (default {d.steps})")
+    e.add_argument("--guidance", type=nonnegative, default=d.guidance, help=f"CFG scale s0 (default {d.guidance})")
     e.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT", choices=sorted(VARIANTS),
                    help=f"variants to run (default: {' '.join(DEFAULT_VARIANTS)}; also: always)")
-    e.add_argument("--c1", type=float, default=a.c1, help=f"despecification constant (default {a.c1})")
-    e.add_argument("--c2", type=float, default=a.c2, help=f"caption deduplication constant (default {a.c2})")
-    e.add_argument("--c3", type=float, default=a.c3, help=f"dissimilarity constant (default {a.c3})")
+    e.add_argument("--c1", type=nonnegative, default=a.c1, help=f"despecification constant (default {a.c1})")
+    e.add_argument("--c2", type=nonnegative, default=a.c2, help=f"caption deduplication constant (default {a.c2})")
+    e.add_argument("--c3", type=nonnegative, default=a.c3, help=f"dissimilarity constant (default {a.c3})")
     e.add_argument("--schedule", default=a.schedule, choices=("exponential", "parabolic", "constant"),
                    help=f"threshold schedule lambda_t (default {a.schedule})")
-    e.add_argument("--content-lo", type=float, default=a.content_lo,
+    e.add_argument("--content-lo", type=positive, default=a.content_lo,
                    help=f"lambda at t = T, as a fraction of tau_c (default {a.content_lo})")
-    e.add_argument("--content-hi", type=float, default=a.content_hi,
+    e.add_argument("--content-hi", type=positive, default=a.content_hi,
                    help=f"lambda at t = 0, as a fraction of tau_c (default {a.content_hi})")
     e.add_argument("--no-motion", action="store_true", help="content similarity only (no motion channel)")
     e.add_argument("--caption-mode", default=a.caption_mode, choices=("frequent", "neighbour"),
@@ -58,7 +59,7 @@ def register(sub):
                         f"neighbours (default {a.caption_mode})")
     e.add_argument("--inception", default=None, help="local TorchScript Inception file: report FID")
     e.add_argument("--clip", default=None, help="local CLIP folder (transformers): report CLIP score")
-    e.add_argument("--batch-size", type=int, default=d.batch_size, help=f"samples per batch (default {d.batch_size})")
+    e.add_argument("--batch-size", type=count, default=d.batch_size, help=f"samples per batch (default {d.batch_size})")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     e.set_defaults(func=run_evaluate, _parser=e)
     return p

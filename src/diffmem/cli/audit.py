@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .index import add_descriptor_args
-
+from .options import count, positive, similarity
 
 HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
 
@@ -20,19 +20,19 @@ def register(sub):
     p.add_argument("train_or_index", help="training set (folder or manifest) or a content index folder")
     p.add_argument("--out", required=True, help="output folder")
     add_descriptor_args(p, default=None)
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=similarity, default=None,
                    help="tau_c (default: the descriptor's: 0.5 for SSCD, the calibrated value for builtin)")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--fps", type=positive, default=None,
                    help="frame sampling rate (default: the index's; 8 when a training set is indexed here)")
     p.add_argument("--factory", default="Flat", help="FAISS factory when indexing a training set here (default Flat)")
-    p.add_argument("--batch-size", type=int, default=64, help="frames per descriptor batch (default 64)")
+    p.add_argument("--batch-size", type=count, default=64, help="frames per descriptor batch (default 64)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     m = p.add_argument_group("motion memorization (OFS-k with natural motion filtering)")
     m.add_argument("--no-motion", action="store_true", help="content only: skip the motion part")
     m.add_argument("--flow", default="dis", choices=("dis", "farneback", "raft"),
                    help="optical flow backend (default dis; raft needs torchvision)")
-    m.add_argument("--motion-k", type=int, default=4, help="flow steps per motion window, k of OFS-k (default 4)")
-    m.add_argument("--motion-threshold", type=float, default=None, help="tau_m (default 0.9)")
+    m.add_argument("--motion-k", type=count, default=4, help="flow steps per motion window, k of OFS-k (default 4)")
+    m.add_argument("--motion-threshold", type=similarity, default=None, help="tau_m (default 0.9)")
     m.add_argument("--motion-index", default=None,
                    help="motion index folder (default OUT/motion_index; built or resumed there)")
     p.set_defaults(func=run, _parser=p)
@@ -44,8 +44,8 @@ def _motion_config(args):
         return False
     from dataclasses import replace
 
-    from ..flow import FlowPolicy
     from ..features.motion import MotionPolicy
+    from ..flow import FlowPolicy
     from ..metrics.motion import NMFConfig
     from ..studies.motion_audit import MotionAuditConfig
 

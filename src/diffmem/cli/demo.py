@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .options import count, natural, nonnegative
 
 HELP = "run the whole study offline on the embedded world (start here)"  # shown by `diffmem --help` without importing the library
 
@@ -16,23 +17,23 @@ def register(sub):
                     "Anti-Memorization Guidance; print a summary table and write OUT/report.html. "
                     "Everything runs on a CPU in a few minutes; running again resumes.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the world and the samples (default 0)")
+    p.add_argument("--seed", type=natural, default=0, help="random seed of the world and the samples (default 0)")
     p.add_argument("--size", default="small", choices=("tiny", "small", "medium"),
                    help="world size (default small: the one the committed model was trained on)")
     p.add_argument("--model", default="builtin:tiny-t2v", help="model (default builtin:tiny-t2v)")
-    p.add_argument("--n", type=int, default=4, help="samples per prompt in the extraction study (default 4)")
-    p.add_argument("--amg-n", type=int, default=2, help="samples per prompt in the AMG stage (default 2)")
-    p.add_argument("--novel", type=int, default=8, metavar="K",
+    p.add_argument("--n", type=count, default=4, help="samples per prompt in the extraction study (default 4)")
+    p.add_argument("--amg-n", type=count, default=2, help="samples per prompt in the AMG stage (default 2)")
+    p.add_argument("--novel", type=natural, default=8, metavar="K",
                    help="novel prompts of the world added as controls (default 8)")
-    p.add_argument("--top", type=int, default=None, metavar="K", help="use only the top K curated prompts")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--top", type=count, default=None, metavar="K", help="use only the top K curated prompts")
+    p.add_argument("--steps", type=count, default=None, help="denoising steps (default 25)")
+    p.add_argument("--guidance", type=nonnegative, default=None,
                    help="classifier-free guidance scale (default 3: where the tiny model memorizes most cleanly)")
     p.add_argument("--no-amg", dest="amg", action="store_false", help="skip the AMG stage (the slowest)")
     p.add_argument("--force", action="store_true",
                    help="replace a world of another seed or size, and redo the model's stages (these are redone "
                         "anyway when the model or its settings changed)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=count, default=1, metavar="N",
                    help="CPU threads for torch (default 1: the tiny model's tensors are too small for more threads "
                         "to pay off; the demo ran 1.6-1.9x faster with 1 than with 2 on a 2-core machine)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")

@@ -1,6 +1,8 @@
 """`diffmem detect MODEL --prompts FILE --out DIR`: flag memorization-prone prompts from content and motion magnitude."""
 from __future__ import annotations
 
+from .options import count, fraction, natural, nonnegative
+
 _SETTING_ARGS = {"seeds": "seeds", "steps": "steps", "num_steps": "num_steps", "guidance_scale": "guidance_scale",
                  "scheduler": "scheduler", "first_seed": "first_seed"}
 
@@ -20,26 +22,26 @@ def register(sub):
     p.add_argument("--prompts", required=True, metavar="FILE",
                    help="prompt file: .txt (one per line), .jsonl / .csv / .parquet with a prompt (or caption) column")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes a killed run)")
-    p.add_argument("--seeds", type=int, default=None, metavar="N",
+    p.add_argument("--seeds", type=count, default=None, metavar="N",
                    help="seeds per prompt (default 4, or the calibration's)")
-    p.add_argument("--steps", type=int, default=None, metavar="S",
+    p.add_argument("--steps", type=count, default=None, metavar="S",
                    help="first denoising steps averaged (default 1, or the calibration's)")
-    p.add_argument("--num-steps", type=int, default=None, metavar="T",
+    p.add_argument("--num-steps", type=count, default=None, metavar="T",
                    help="steps of the generation being screened; fixes the timesteps (default 25, or the calibration's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default 7.5, or the calibration's)")
+    p.add_argument("--guidance-scale", type=nonnegative, default=None, help="CFG scale (default 7.5, or the calibration's)")
     p.add_argument("--scheduler", choices=("ddim", "ddpm", "default"), default=None,
                    help="sampler (default ddim, or the calibration's)")
-    p.add_argument("--first-seed", type=int, default=None, help="seeds are FIRST, FIRST+1, ... (default 0)")
+    p.add_argument("--first-seed", type=natural, default=None, help="seeds are FIRST, FIRST+1, ... (default 0)")
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="thresholds from `--calibrate` (its settings become the defaults; other settings are refused)")
     p.add_argument("--calibrate", action="store_true",
                    help="treat the prompts as known-novel (with --labels: only the novel ones) and write "
                         "DIR/calibration.json with thresholds for --fpr")
-    p.add_argument("--fpr", type=float, default=0.01, help="false-positive rate for --calibrate (default 0.01)")
+    p.add_argument("--fpr", type=fraction, default=0.01, help="false-positive rate for --calibrate (default 0.01)")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="CSV/JSONL/Parquet: prompt, memorized (bool), kind (content|motion|both|none); "
                         "reports ROC AUC and TPR@FPR per magnitude")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per denoiser batch (default 8)")
+    p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="score every prompt again")
     p.set_defaults(func=_run)

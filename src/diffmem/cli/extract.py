@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .options import count, natural, nonnegative
 
 HELP = "generate, audit and tabulate extracted training items"  # shown by `diffmem --help` without importing the library
 
@@ -21,15 +22,15 @@ def register(sub):
                         "Webster's ground-truth parquet, or plain text (one prompt per line)")
     p.add_argument("--train", required=True, metavar="TRAIN_OR_INDEX",
                    help="training set (folder or manifest) or a content index built by `diffmem index build`")
-    p.add_argument("--n", type=int, default=4, help="samples per prompt (default 4)")
+    p.add_argument("--n", type=count, default=4, help="samples per prompt (default 4)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--top", type=int, default=None, metavar="K", help="use only the first K prompts of the file")
-    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--top", type=count, default=None, metavar="K", help="use only the first K prompts of the file")
+    p.add_argument("--seed", type=natural, default=0, help="first seed (default 0)")
+    p.add_argument("--steps", type=count, default=25, help="denoising steps (default 25)")
+    p.add_argument("--guidance", type=nonnegative, default=7.5, help="classifier-free guidance scale (default 7.5)")
     p.add_argument("--no-motion", dest="motion", action="store_false", help="audit content only")
-    p.add_argument("--examples", type=int, default=12, help="extracted examples shown in the report (default 12)")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per denoiser batch (default 8)")
+    p.add_argument("--examples", type=natural, default=12, help="extracted examples shown in the report (default 12)")
+    p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default), or ray: the generation sweep (prompts x seeds) runs as Ray tasks, one "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from .options import count, natural, positive
 
 HELP = "write the colour-coded optical flow of a video"  # shown by `diffmem --help` without importing the library
 
@@ -16,11 +17,11 @@ def register(sub):
     p.add_argument("--out", required=True, help="output file: .mp4, .gif, .webm, .mov, .mkv or .avi")
     p.add_argument("--flow", dest="backend", default="dis", choices=("dis", "farneback", "raft"),
                    help="flow backend (default: dis; raft needs torchvision)")
-    p.add_argument("--short-side", type=int, default=128,
+    p.add_argument("--short-side", type=natural, default=128,
                    help="resize frames to this short side before flow (default 128; 0 = native size)")
-    p.add_argument("--fps", type=float, default=None, help="sample frames at this rate (default: every frame)")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
-    p.add_argument("--max-magnitude", type=float, default=None,
+    p.add_argument("--fps", type=positive, default=None, help="sample frames at this rate (default: every frame)")
+    p.add_argument("--max-frames", type=count, default=None, help="use at most this many frames")
+    p.add_argument("--max-magnitude", type=positive, default=None,
                    help="flow magnitude (px/frame at the common resolution) shown fully saturated "
                         "(default: the 99th percentile over the video)")
     p.add_argument("--flow-only", action="store_true", help="only the flow, not [frame | flow] side by side")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .options import count, natural, nonnegative, positive
 
 HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
 
@@ -28,23 +29,23 @@ def register(sub):
     p.add_argument("--prompts", required=True,
                    help='prompt file: .txt (one per line), .jsonl ("prompt", optional "group" and "id"), .csv or .parquet')
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=d.n, help=f"samples per prompt (default {d.n})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
-    p.add_argument("--guidance", type=float, default=d.guidance, help=f"classifier-free guidance scale (default {d.guidance})")
+    p.add_argument("--n", type=count, default=d.n, help=f"samples per prompt (default {d.n})")
+    p.add_argument("--seed", type=natural, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
+    p.add_argument("--steps", type=count, default=d.steps, help=f"denoising steps (default {d.steps})")
+    p.add_argument("--guidance", type=nonnegative, default=d.guidance, help=f"classifier-free guidance scale (default {d.guidance})")
     p.add_argument("--scheduler", choices=("ddim", "ddpm", "default"), default=d.scheduler,
                    help="ddim (default, deterministic), ddpm, or default (the model's own scheduler class)")
-    p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta (default 0)")
+    p.add_argument("--eta", type=nonnegative, default=d.eta, help="DDIM eta (default 0)")
     p.add_argument("--negative-prompt", default=d.negative_prompt, help="unconditional prompt (default empty)")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (diffusers video models; default: model's)")
-    p.add_argument("--height", type=int, default=None, help="output height (diffusers models; default: model's)")
-    p.add_argument("--width", type=int, default=None, help="output width (diffusers models; default: model's)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of written videos (default: model's, else 8)")
+    p.add_argument("--frames", type=count, default=None, help="frames per video (diffusers video models; default: model's)")
+    p.add_argument("--height", type=count, default=None, help="output height (diffusers models; default: model's)")
+    p.add_argument("--width", type=count, default=None, help="output width (diffusers models; default: model's)")
+    p.add_argument("--fps", type=positive, default=None, help="frame rate of written videos (default: model's, else 8)")
     p.add_argument("--format", default=d.video_format, choices=("mp4", "gif", "webm", "avi", "mov"),
                    help="video container (default mp4; image models write png)")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per denoiser batch (default 8)")
+    p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
     g = p.add_argument_group("Anti-Memorization Guidance (AMG)")
     g.add_argument("--amg", action="store_true",
@@ -55,7 +56,7 @@ def register(sub):
                         "or a world folder")
     g.add_argument("--amg-report", action="store_true",
                    help="also write DIR/amg_report.html: similarity trajectories, frames with and without AMG (same seed)")
-    g.add_argument("--amg-check-every", type=int, default=a.check_every,
+    g.add_argument("--amg-check-every", type=count, default=a.check_every,
                    help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
     p.set_defaults(func=run, _parser=p)
     return p

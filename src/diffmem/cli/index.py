@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .options import count, positive
+
 
 def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
     """--descriptor / --policy / --sha256 / --device, shared with `diffmem audit`."""
@@ -42,12 +44,12 @@ def register(sub):
     b.add_argument("train", help="training set: a folder of media, or a CSV / JSONL / Parquet manifest (id, path, caption)")
     b.add_argument("--out", required=True, help="index folder (new, or an index to resume / extend)")
     add_descriptor_args(b)
-    b.add_argument("--fps", type=float, default=8.0,
+    b.add_argument("--fps", type=positive, default=8.0,
                    help="sample frames at this rate (default 8; the audit samples generated items at the same rate)")
     b.add_argument("--factory", default="Flat",
                    help="FAISS factory string (default Flat = exact). For large sets e.g. 'IVF4096,Flat', "
                         "'IVF4096,PQ32', 'HNSW32,Flat'; candidates are re-ranked exactly before any threshold")
-    b.add_argument("--batch-size", type=int, default=64, help="frames per descriptor batch (default 64)")
+    b.add_argument("--batch-size", type=count, default=64, help="frames per descriptor batch (default 64)")
     b.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default): this process. ray: descriptor extraction on Ray Data actors (one model "
                         "per actor; each actor gets a GPU when the cluster has GPUs), compressed "

@@ -1,6 +1,7 @@
 """`diffmem prompts TRAIN --out FILE`: curate the prompts most prone to trigger memorization."""
 from __future__ import annotations
 
+from .options import count, similarity, unit
 
 HELP = "curate memorization-prone prompts from a training set"  # shown by `diffmem --help` without importing the library
 
@@ -14,18 +15,18 @@ def register(sub):
                     "evidence for every prompt, and FILE's stem + .summary.json.")
     p.add_argument("train", metavar="TRAIN", help="training set: folder of media, or CSV/JSONL/Parquet with id, path, caption")
     p.add_argument("--out", required=True, metavar="FILE", help="prompt file to write (JSONL)")
-    p.add_argument("--top", type=int, default=None, metavar="N", help="keep the N best prompts (default: all candidates)")
-    p.add_argument("--min-count", type=int, default=2, metavar="K",
+    p.add_argument("--top", type=count, default=None, metavar="N", help="keep the N best prompts (default: all candidates)")
+    p.add_argument("--min-count", type=count, default=2, metavar="K",
                    help="a cluster needs at least K items to propose a prompt (default 2)")
-    p.add_argument("--caption-threshold", type=float, default=0.8, metavar="J",
+    p.add_argument("--caption-threshold", type=unit, default=0.8, metavar="J",
                    help="character 4-gram Jaccard at which two captions are near-duplicates (default 0.8; 1 = exact only)")
     p.add_argument("--no-content", dest="content", action="store_false",
                    help="use captions only (do not read the media to find near-duplicate content)")
     p.add_argument("--descriptor", default="builtin", help="content descriptor (default builtin)")
-    p.add_argument("--content-threshold", type=float, default=None, metavar="TAU",
+    p.add_argument("--content-threshold", type=similarity, default=None, metavar="TAU",
                    help="item similarity above which two items are near-duplicate content (default: the descriptor's tau_c)")
     p.add_argument("--model", default=None, help="rank by this model's detection magnitude (e.g. builtin:tiny-t2v)")
-    p.add_argument("--detect-seeds", type=int, default=2, metavar="N", help="seeds per prompt for --model (default 2)")
+    p.add_argument("--detect-seeds", type=count, default=2, metavar="N", help="seeds per prompt for --model (default 2)")
     p.add_argument("--include-singletons", action="store_true",
                    help="with --model: also score the caption of every non-duplicated item")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

@@ -5,6 +5,7 @@ import json
 import shlex
 import sys
 
+from .options import count, natural, positive
 
 HELP = "train a built-in tiny diffusion model on a world"  # shown by `diffmem --help` without importing the library
 
@@ -23,18 +24,18 @@ def register(sub):
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--kind", choices=("video", "image"), default=d.kind,
                    help="video: text-to-video (default); image: the text-to-image twin")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"denoiser training steps (default {d.steps})")
-    p.add_argument("--latent-channels", type=int, default=d.latent_channels,
+    p.add_argument("--seed", type=natural, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--steps", type=count, default=d.steps, help=f"denoiser training steps (default {d.steps})")
+    p.add_argument("--latent-channels", type=count, default=d.latent_channels,
                    help=f"autoencoder latent channels per 4x4 patch, at most 48 (default {d.latent_channels})")
-    p.add_argument("--batch-size", type=int, default=d.batch, help=f"denoiser batch (default {d.batch})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--batch-size", type=count, default=d.batch, help=f"denoiser batch (default {d.batch})")
+    p.add_argument("--lr", type=positive, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--channels", default=",".join(map(str, d.channels)),
                    help=f"denoiser widths at the two resolutions (default {','.join(map(str, d.channels))})")
-    p.add_argument("--size", type=int, default=d.size, help=f"frame side in pixels (default {d.size})")
-    p.add_argument("--frames", type=int, default=d.frames, help=f"frames per clip (default {d.frames})")
+    p.add_argument("--size", type=count, default=d.size, help=f"frame side in pixels (default {d.size})")
+    p.add_argument("--frames", type=count, default=d.frames, help=f"frames per clip (default {d.frames})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; a log line every 100 steps instead")
     p.set_defaults(func=run, _parser=p)

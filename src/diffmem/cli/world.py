@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .options import natural
 
 HELP = "build the synthetic embedded world (captioned clips with known duplicates)"  # shown by `diffmem --help` without importing the library
 
@@ -21,7 +22,7 @@ def register(sub):
                     "prompts.jsonl and summary.json into OUT. The same seed and size always give the same world; "
                     "running again on a finished or interrupted world of the same seed and size completes it.")
     m.add_argument("out", help="output folder (missing, empty, or a world of the same seed and size)")
-    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.add_argument("--seed", type=natural, default=0, help="random seed (default 0)")
     m.add_argument("--size", default="small", choices=("tiny", "small", "medium"),
                    help="tiny: 32 px, ~38 files (tests); small: 64 px, 16 frames, ~250 files (default); "
                         "medium: 96 px, ~960 files")

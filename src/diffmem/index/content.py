@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.manifest import Item, Manifest, load_manifest
-from ..errors import BadInputError, DiffmemError, Skipped
+from ..errors import BadInputError, DiffmemError, PolicyMismatchError, Skipped
 from ..features import descriptor_from_policy, load_descriptor
 from ..io.lock import writes_folder
 from ..io.video import TruncatedVideoWarning, read_frames
@@ -63,8 +63,14 @@ class BuildReport:
 def open_build_target(out, manifest, desc, *, fps, factory: str, search_params: str | None,
                       shard_size: int) -> VectorIndex:
     """The index a build writes into: `out` created, or reopened to resume / extend when its descriptor
-    policy, factory and frame rate are the same (one place for both engines, local and Ray)."""
+    policy, factory and frame rate are the same (one place for both engines, local and Ray). A training
+    set with no media item is refused here, before anything is written."""
     out = Path(out)
+    if not manifest.items:
+        why = f"; {len(manifest.skipped)} skipped, e.g. {manifest.skipped[0].reason}" if manifest.skipped else ""
+        raise BadInputError(getattr(manifest, "source", None) or manifest.root, f"no media item to index{why}")
+    if fps is not None and not fps > 0:
+        raise DiffmemError(f"--fps must be a positive number of frames per second, got {fps}")
     config = {"fps": fps, "train": str(getattr(manifest, "source", None) or manifest.root),
               "descriptor": desc.policy.name}
     index = VectorIndex.open_or_create(out, dim=desc.dim, policy=desc.policy, factory=factory, metric="ip",
@@ -113,13 +119,29 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
     finally:
         index.flush()  # whatever finished is kept, also on KeyboardInterrupt
     index.close()
+    check_not_empty(index, report)
     return report
+
+
+def check_not_empty(index: VectorIndex, report: BuildReport) -> None:
+    """A build that indexed no frame at all is an error (its every item was unreadable), not a success."""
+    if len(index) == 0:
+        first = f": e.g. {report.skipped[0].path}: {report.skipped[0].reason}" if report.skipped else ""
+        raise DiffmemError(f"{index.folder}: no frame of any training item could be read; the index is "
+                           f"empty ({len(report.skipped)} items skipped{first})")
 
 
 def open_content_index(folder, descriptor: Any = None, *, policy: str | None = None, sha256: str | None = None,
                        threshold: float | None = None, device: Any = "cpu"):
     """(index, descriptor): the descriptor given (checked against the index's policy) or rebuilt from it."""
     index = VectorIndex.open(folder)
+    if len(index) == 0:
+        raise BadInputError(folder, "the index holds no frame descriptors (built from an empty or unreadable "
+                                    "training set); build it again from a training set with media")
+    want = (index.policy or {}).get("name")
+    if descriptor is None and policy is not None and policy != want:
+        raise PolicyMismatchError(f"{folder}: the index was built with the descriptor policy {want!r}, not "
+                                  f"{policy!r}; leave --policy out to use the index's, or build a new index")
     if descriptor is None:
         desc = descriptor_from_policy(index.policy, device=device, threshold=threshold)
     else:

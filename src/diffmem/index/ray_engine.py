@@ -44,7 +44,7 @@ from ..features import load_descriptor
 from ..io.atomic import atomic_output
 from ..io.lock import writes_folder
 from ..io.results import read_json, write_json
-from .content import DEFAULT_FPS, BuildReport, open_build_target, read_item_frames
+from .content import DEFAULT_FPS, BuildReport, check_not_empty, open_build_target, read_item_frames
 from .faiss_index import is_exact
 from .sharded import build_compressed
 
@@ -330,4 +330,5 @@ def build_content_index_ray(train, out, *, descriptor: Any = "builtin", policy: 
             session.__exit__(None, None, None)
     if not keep_staging:
         shutil.rmtree(staging, ignore_errors=True)
+    check_not_empty(index, report)
     return report

@@ -13,14 +13,22 @@ from ..io.html import config_block, esc, figure_png, img, page, png_data_uri, ta
 MAX_REPORT_ITEMS = 100  # flagged items shown with pictures in report.html (all are in the tables)
 
 
-def _histogram(scores: np.ndarray, tau: float) -> str:
+def score_panel(scores: np.ndarray, tau: float) -> HistPanel:
+    """The content-score histogram: every finite score inside its range (an exact copy scores 1 up to
+    float rounding, e.g. 1.0000002, and must be counted), tau_c and the SSCD conventions 0.5 / 0.4 marked."""
     lines = [(tau, {"color": "#b00", "ls": "--", "label": f"tau_c = {tau:g}"})]
     lines += [(t, {"color": c, "ls": ":", "label": f"{t:g}"}) for t, c in ((0.5, "#888"), (0.4, "#bbb")) if abs(t - tau) > 1e-9]
-    panel = HistPanel(hists=[(scores, {"color": "#4a7fb5"})] if scores.size else [],
-                      bins=min(40, max(5, scores.size)), range=(min(0.0, scores.min()), 1.0) if scores.size else None,
-                      lines=lines, xlabel="content score (max over frames of the nearest-training-frame similarity)",
-                      ylabel="items")
-    return figure_png(histogram_figure([panel], panel_size=(6, 2.6), legend_fontsize=8, tight_layout=False))
+    scores = np.asarray(scores, np.float64)
+    scores = scores[np.isfinite(scores)]
+    span = (min(0.0, float(scores.min())), max(1.0, float(scores.max()))) if scores.size else None
+    return HistPanel(hists=[(scores, {"color": "#4a7fb5"})] if scores.size else [],
+                     bins=min(40, max(5, scores.size)), range=span, lines=lines,
+                     xlabel="content score (max over frames of the nearest-training-frame similarity)", ylabel="items")
+
+
+def _histogram(scores: np.ndarray, tau: float) -> str:
+    return figure_png(histogram_figure([score_panel(scores, tau)], panel_size=(6, 2.6), legend_fontsize=8,
+                                       tight_layout=False))
 
 
 class _TrainFrames:

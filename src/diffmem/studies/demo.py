@@ -14,8 +14,9 @@ Stages, each in its own folder under OUT, each resumable (running the demo again
     7. report    OUT/report.html   one page: the summary, extracted clips beside their originals, the ROC,
                                 the AMG table, links to every stage's own report
 
-A stage whose requirement is missing (e.g. no model weights) is reported as skipped, with the reason,
-and the stages that do not need it still run.
+A stage that cannot run is reported with the reason (skipped when it was turned off or an earlier stage
+gave it nothing to do; failed when the model cannot be loaded), and the stages that do not need it still
+run; `diffmem demo` exits 1 when a stage failed.
 """
 from __future__ import annotations
 

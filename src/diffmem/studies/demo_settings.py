@@ -128,7 +128,7 @@ class DemoRun:
 
     def need_model(self) -> None:
         if self.adapter is None:
-            raise StageSkipped(f"no model: {self.why}")
+            raise DiffmemError(f"the model could not be loaded: {self.why}")  # a failure: exit code 1
 
     def need_labels(self) -> None:
         if not self.labels_path.is_file():

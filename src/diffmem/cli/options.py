@@ -1,0 +1,41 @@
+"""Types of numeric options: every value is checked when the command line is parsed, before any work.
+
+A bad value ends the command with argparse's one-line error naming the option ("argument --fps: must
+be a positive number, got 'nan'") and exit code 2: NaN, infinities, out-of-range and non-numeric
+values never reach the library (where they made black videos, untrained checkpoints or no flags with
+exit code 0).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind) -> float | int:
+    try:
+        v = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if isinstance(v, float) and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def _checked(kind, ok, what: str):
+    def parse(text: str):
+        v = _number(text, kind)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    parse.__name__ = what  # argparse shows the type's name in some messages
+    return parse
+
+
+count = _checked(int, lambda v: v >= 1, "a positive integer")            # samples, steps, batch sizes, sizes
+natural = _checked(int, lambda v: v >= 0, "an integer >= 0")             # seeds, counts that may be zero
+positive = _checked(float, lambda v: v > 0, "a positive number")         # rates, learning rates, scales
+nonnegative = _checked(float, lambda v: v >= 0, "a number >= 0")         # guidance, eta, AMG's c1..c3
+unit = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")      # Jaccard thresholds
+fraction = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")    # false-positive rates
+similarity = _checked(float, lambda v: -1 <= v <= 1, "a similarity in [-1, 1]")  # cosine thresholds

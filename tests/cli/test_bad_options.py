@@ -1,0 +1,68 @@
+"""Every numeric option of every command, given bad values: a one-line error naming the option, exit code 2,
+no traceback, before any work (the reliability issue found NaN guidance writing black videos, --steps 0
+saving an untrained checkpoint, --threshold nan flagging nothing, all with exit code 0)."""
+import argparse
+
+import pytest
+
+from diffmem import cli
+from diffmem.cli import _SUBCOMMANDS, build_parser, options
+
+BAD = {  # validator -> values it must refuse (besides the ones every validator refuses)
+    options.count: ["0", "-1", "1.5"],
+    options.natural: ["-1", "2.5"],
+    options.positive: ["0", "-1"],
+    options.nonnegative: ["-0.5"],
+    options.unit: ["-0.1", "1.5"],
+    options.fraction: ["0", "1", "2"],
+    options.similarity: ["-1.5", "1.5"],
+}
+ALWAYS_BAD = ["nan", "inf", "-inf", "abc", ""]
+# the rest of a valid command line, so the only thing wrong is the option under test
+BASE = {
+    "world": ["world", "make", "W"], "index": ["index", "build", "T", "--out", "O"], "audit": ["audit", "G", "T", "--out", "O"],
+    "flow": ["flow", "V", "--out", "F.mp4"], "train": ["train", "W", "--out", "O"],
+    "generate": ["generate", "M", "--prompts", "P", "--out", "O"], "detect": ["detect", "M", "--prompts", "P", "--out", "O"],
+    "amg": ["amg", "evaluate", "M", "--prompts", "P", "--index", "I", "--out", "O"],
+    "prompts": ["prompts", "T", "--out", "O"], "extract": ["extract", "M", "--prompts", "P", "--train", "T", "--out", "O"],
+    "demo": ["demo"],
+}
+
+
+def _numeric_actions(command):
+    """(option string, validator, parser) of every option with a type, in the command and its actions."""
+    found = []
+
+    def walk(parser):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    walk(sub)
+            elif a.type is not None and a.option_strings:
+                found.append((a.option_strings[-1], a.type, parser))
+
+    top = build_parser(command)
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    walk(sub.choices[command])
+    return found
+
+
+CASES = [(c, opt, v) for c in _SUBCOMMANDS for opt, v, _ in _numeric_actions(c)]
+
+
+def test_every_numeric_option_has_a_checked_type():
+    raw = [(c, opt) for c, opt, v in CASES if v in (int, float)]
+    assert not raw, f"options typed plain int/float (unchecked: NaN, negatives pass): {raw}"
+    assert len(CASES) >= 60  # the walk found the options
+
+
+@pytest.mark.parametrize("command, option, validator", CASES, ids=[f"{c} {o}" for c, o, _ in CASES])
+def test_bad_values_are_refused_naming_the_option(command, option, validator, capsys):
+    for value in ALWAYS_BAD + BAD.get(validator, []):
+        argv = BASE[command] + [option, value]
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2, (argv, err)
+        assert f"argument {option}" in err and "Traceback" not in err, (argv, err)
+        assert err.strip().splitlines()[-1].startswith(f"diffmem {command}"), err
