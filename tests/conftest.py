@@ -18,3 +18,13 @@ def _one_thread():
     yield
     torch.set_num_threads(n_torch)
     faiss.omp_set_num_threads(n_faiss)
+
+
+@pytest.fixture(autouse=True)
+def _shards_by_size_only(monkeypatch):
+    """Indexes commit a shard every COMMIT_SECONDS too (kill safety); tests that compare shard layouts
+    between engines or runs need them cut by size alone, whatever the machine's load. The kill test sets
+    its own interval in the process it kills."""
+    from diffmem.index.faiss_index import VectorIndex
+
+    monkeypatch.setattr(VectorIndex, "COMMIT_SECONDS", float("inf"))

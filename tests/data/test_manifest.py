@@ -37,19 +37,20 @@ def test_folder_source(tmp_path):
     (root / "notes.md").write_text("not media")
     touch(root / "empty.gif", b"")
     touch(root / "d.mp4")
-    touch(root / "d.jpg")  # same id 'd' as d.mp4: the second in sorted order (d.mp4) is skipped
-    m = load_manifest(root)
+    touch(root / "d.jpg")  # same stem as d.mp4: both are kept, their ids keep the extension (and a warning)
+    with pytest.warns(UserWarning, match="keep the extension"):
+        m = load_manifest(root)
     assert m.root == root.resolve()
     assert [(i.id, i.kind, i.caption) for i in m.items] == [
-        ("a", "video", ""), ("d", "image", ""), ("sub/b", "image", "a red car"),
+        ("a", "video", ""), ("d.jpg", "image", ""), ("d.mp4", "video", ""), ("sub/b", "image", "a red car"),
         ("sub/deeper/c", "video", "")]
     assert all(i.path.is_absolute() and i.path.is_file() for i in m.items)
-    assert m.items[2].path == (root / "sub" / "b.PNG").resolve()
+    assert m.items[3].path == (root / "sub" / "b.PNG").resolve()
     r = reasons(m)
-    assert set(r) == {"empty", "d"}
-    assert "empty" in r["empty"] and "duplicate id" in r["d"]
+    assert set(r) == {"empty"} and "empty" in r["empty"]
     assert m.items[1].path.name == "d.jpg"
-    assert [i.id for i in load_manifest(root, kind="image").items] == ["d", "sub/b"]
+    with pytest.warns(UserWarning):
+        assert [i.id for i in load_manifest(root, kind="image").items] == ["d.jpg", "sub/b"]
 
 
 # ------------------------------------------------------------------ table formats
@@ -277,3 +278,41 @@ def test_write_manifest_round_trip(tmp_path, ext):
     assert m.items[0].caption == 'comma, "quote" newline'  # the line break is normalised on load
     # an empty set still writes a loadable manifest
     assert load_manifest(write_manifest([], tmp_path / f"none{ext}")).items == []
+
+
+def test_folder_ids_that_would_collide_keep_their_extension_and_odd_entries_are_reported(tmp_path):
+    """clip.mp4, clip.png and clip.gif in one folder were 1 item and 2 "duplicate id" skips; a folder
+    named like a video was not reported; a symbolic link loop was "file not found"."""
+    import warnings
+
+    import numpy as np
+
+    from diffmem.io.image import write_image
+    from diffmem.io.video import write_video
+
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=4)
+    write_video(tmp_path / "clip.gif", frames, fps=4)
+    write_image(tmp_path / "clip.png", frames[0])
+    write_image(tmp_path / "other.png", frames[0])
+    (tmp_path / "folder.mp4").mkdir()
+    os.symlink(tmp_path / "loop2.mp4", tmp_path / "loop1.mp4")
+    os.symlink(tmp_path / "loop1.mp4", tmp_path / "loop2.mp4")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = load_manifest(tmp_path)
+    assert sorted(it.id for it in m.items) == ["clip.gif", "clip.mp4", "clip.png", "other"]
+    assert any("keep the extension" in str(x.message) for x in w)
+    reasons = {s.path: s.reason for s in m.skipped}
+    assert reasons["folder.mp4"] == "is a directory, not a media file"
+    assert reasons["loop1.mp4"].startswith("symbolic link loop") and reasons["loop2.mp4"].startswith("symbolic link loop")
+
+
+def test_every_skipped_file_keeps_its_own_record_in_the_index(tmp_path):
+    from diffmem.index import VectorIndex
+
+    idx = VectorIndex.create(tmp_path / "I", dim=2, policy={"name": "t"})
+    idx.add_skipped({"id": "clip", "path": "a/clip.mp4", "reason": "broken"})
+    idx.add_skipped({"id": "clip", "path": "b/clip.mp4", "reason": "empty"})
+    idx.add_skipped({"id": "clip", "path": "a/clip.mp4", "reason": "broken again"})  # same file: replaced
+    assert [(s["path"], s["reason"]) for s in idx.skipped] == [("b/clip.mp4", "empty"), ("a/clip.mp4", "broken again")]

@@ -132,3 +132,74 @@ def test_a_policy_other_than_the_indexs_is_refused_not_ignored(built):
         open_content_index(root / "INDEX", policy="legacy-dcr")
     index, desc = open_content_index(root / "INDEX", policy="builtin")  # its own policy, named: fine
     assert desc.policy.name == "builtin"
+
+
+def test_truncated_files_are_indexed_marked_and_counted(tmp_path):
+    """A video cut short is indexed from the frames that decoded, marked `truncated` in the index metadata,
+    the build report and the audit (the build used to drop the flag)."""
+    from diffmem.studies.audit import audit
+
+    spec = ClipSpec.make("cat", "grass", "linear", "right", size=48, n_frames=16)
+    root = tmp_path / "train"
+    root.mkdir()
+    full = write_video(root / "whole.webm", render_clip(spec), fps=8)
+    data = full.read_bytes()
+    (root / "half.webm").write_bytes(data[: len(data) // 2])
+    rep = build_content_index(root, tmp_path / "I", fps=8.0, progress=False)
+    assert rep.truncated == ["half"] and rep.as_dict()["truncated"] == ["half"]
+    meta = rep.index.metadata
+    assert set(meta[meta["truncated"]]["item_id"]) == {"half"} and not meta[meta["item_id"] == "whole"]["truncated"].any()
+    res = audit(root, tmp_path / "I", tmp_path / "A", motion=False, progress=False, report=False)
+    by_id = {r["id"]: r for r in res.items}
+    assert by_id["half"]["truncated"] and not by_id["whole"]["truncated"] and res.summary["n_truncated"] == 1
+
+
+@pytest.mark.slow
+def test_a_build_killed_at_half_keeps_all_but_the_last_seconds_and_equals_an_uninterrupted_one(tmp_path):
+    """kill -9 of `diffmem index build` half-way: the buffer is committed every COMMIT_SECONDS (here 0.5 s,
+    and the descriptor slowed to 0.2 s per item), so the rerun redoes only the last moments' items
+    (before: vectors were committed every 65,536, so a small build kept nothing)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from diffmem.world import make_world
+
+    make_world(tmp_path / "w", seed=0, size="tiny")
+    train = tmp_path / "w" / "train.parquet"
+    n_items = len(pd.read_parquet(train))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    slow = ("import sys, time\nfrom diffmem.index.faiss_index import VectorIndex\nVectorIndex.COMMIT_SECONDS = 0.5\n"
+            "from diffmem.features.builtin import BuiltinDescriptor as B\nenc = B.encode\n"
+            "B.encode = lambda self, *a, **k: (time.sleep(0.2), enc(self, *a, **k))[1]\n"
+            "from diffmem.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "I"
+    proc = subprocess.Popen([sys.executable, "-c", slow, "index", "build", str(train), "--out", str(out)],
+                            env={**os.environ, "PYTHONPATH": src}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0, done = time.time(), 0
+    while done < n_items // 2 and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+        try:
+            done = json.loads((out / "index.json").read_text())["n_items"]
+        except (OSError, ValueError, KeyError):
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = json.loads((out / "index.json").read_text())["n_items"]
+    assert n_items // 2 <= kept < n_items
+    rerun = build_content_index(train, out, progress=False)
+    # redone: what was not committed when killed (at most ~0.5 s of 0.2 s items, plus the ones after)
+    assert rerun.already == kept and rerun.added == n_items - kept
+    whole = build_content_index(train, tmp_path / "J", progress=False)
+    a, b = rerun.index.metadata, whole.index.metadata
+    assert sorted(a["item_id"]) == sorted(b["item_id"]) and len(rerun.index) == len(whole.index)
+    va = rerun.index.vectors(np.arange(len(rerun.index)))
+    vb = whole.index.vectors(np.arange(len(whole.index)))
+    key = lambda m: list(zip(m["item_id"], m["frame"]))  # noqa: E731
+    ia = np.argsort([f"{i}/{f:04d}" for i, f in key(a)])
+    ib = np.argsort([f"{i}/{f:04d}" for i, f in key(b)])
+    assert np.allclose(va[ia], vb[ib], atol=1e-6)

@@ -240,7 +240,7 @@ def test_cli_engine_and_address(monkeypatch, tmp_path, capsys):
         index = type("I", (), {"meta": {"n_items": 0}, "policy": {"name": "builtin"}, "fingerprint": "f"})()
 
         def as_dict(self):
-            return {"n_vectors": 0, "added": 0, "already": 0, "skipped": []}
+            return {"n_vectors": 0, "added": 0, "already": 0, "skipped": [], "truncated": []}
 
     def fake(train, out, **kw):
         seen.update(kw, train=train, out=out)

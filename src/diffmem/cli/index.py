@@ -84,10 +84,13 @@ def run_build(args) -> int:
                                   batch_size=args.batch_size, progress=sys.stderr.isatty())
     d = rep.as_dict()
     print(f"{args.out}: {d['n_vectors']} frames of {rep.index.meta.get('n_items', 0)} items "
-          f"({d['added']} added now, {d['already']} already there, {len(d['skipped'])} skipped); "
+          f"({d['added']} added now, {d['already']} already there, {len(d['skipped'])} skipped, "
+          f"{len(d['truncated'])} truncated); "
           f"policy {rep.index.policy.get('name')} ({rep.index.fingerprint})")
     for s in d["skipped"]:
         print(f"  skipped {s['id']}: {s['path']}: {s['reason']}", file=sys.stderr)
+    for i in d["truncated"]:
+        print(f"  truncated {i}: indexed from the frames that decoded", file=sys.stderr)
     return 0
 
 

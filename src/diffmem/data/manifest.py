@@ -25,11 +25,14 @@ Markup such as ``<script>`` is kept verbatim as text: escaping is the HTML layer
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import re
 import unicodedata
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -111,6 +114,14 @@ def _id_from_path(rel: str) -> str:
 def _file_problem(path: Path) -> str | None:
     try:
         if not path.exists():
+            if path.is_symlink():
+                try:
+                    path.resolve(strict=True)
+                except RuntimeError:  # Python < 3.13 raises this for a loop
+                    return "symbolic link loop"
+                except OSError as e:
+                    return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+                return "broken symbolic link"
             return "file not found"
         if path.is_dir():
             return "is a directory, not a file"
@@ -289,10 +300,22 @@ def _load_folder(folder: Path, b: _Builder) -> None:
     files = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:  # a folder named like a media file is reported, not silently passed over
+            if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
+                rel = (Path(dirpath) / name).relative_to(folder).as_posix()
+                b.skip(_id_from_path(rel), rel, "is a directory, not a media file")
         for name in filenames:
             if not name.startswith(".") and Path(name).suffix.lower() in MEDIA_EXTENSIONS:
                 files.append(Path(dirpath) / name)
     files.sort(key=lambda p: p.relative_to(folder).as_posix())
+    # ids are paths without the extension; files whose ids would collide (clip.mp4, clip.png) keep it
+    stems = Counter(_id_from_path(f.relative_to(folder).as_posix()) for f in files)
+    clashes = [f.relative_to(folder).as_posix() for f in files
+               if stems[_id_from_path(f.relative_to(folder).as_posix())] > 1]
+    if clashes:
+        warnings.warn(f"{folder}: {len(clashes)} files share a name with another file but for the extension; "
+                      f"their ids keep the extension (e.g. {', '.join(clashes[:3])})", stacklevel=3)
+    clash_set = set(clashes)
     for f in files:
         rel = f.relative_to(folder).as_posix()
         sidecar = f.with_suffix(".txt")
@@ -302,7 +325,7 @@ def _load_folder(folder: Path, b: _Builder) -> None:
                 caption = sidecar.read_bytes().decode("utf-8", errors="replace")
             except OSError:
                 caption = ""
-        b.add(rel, None, rel, caption, None)
+        b.add(rel, rel if rel in clash_set else None, rel, caption, None)
 
 
 def load_manifest(source: str | Path, *, kind: str | None = None, check_files: bool = True,

@@ -48,16 +48,35 @@ def read_item_frames(path, fps: float | None) -> ItemFrames:
                       bool(getattr(fr, "truncated", False)))
 
 
+# the metadata row of every indexed frame (both engines write exactly these, in this order)
+FRAME_COLUMNS = ("item_id", "frame", "source_frame", "timestamp", "caption", "path", "kind", "truncated")
+
+
+def extract_item(desc, item_id: str, path, caption: str, kind: str, fps: float | None,
+                 batch_size: int = 64) -> tuple[np.ndarray, list[dict]]:
+    """One training item -> (vectors (T, d), one metadata row per frame): the per-item step of both build
+    engines (local and Ray). A truncated or damaged video keeps the frames that decoded, marked
+    `truncated`. Raises BadInputError for media that cannot be decoded (the caller records a Skipped)."""
+    fr = read_item_frames(path, fps)
+    vecs = desc.encode(fr.array, batch_size=batch_size)
+    rows = [{"item_id": item_id, "frame": int(j), "source_frame": int(fr.indices[j]),
+             "timestamp": float(fr.timestamps[j]), "caption": caption, "path": str(path), "kind": kind,
+             "truncated": fr.truncated} for j in range(len(vecs))]
+    return vecs, rows
+
+
 @dataclass
 class BuildReport:
     index: VectorIndex
     added: int = 0          # items added by this run
     already: int = 0        # items the index held before (resume / extend)
     skipped: list[Skipped] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)  # ids of items indexed from a truncated file
 
     def as_dict(self) -> dict:
         return {"index": str(self.index.folder), "added": self.added, "already": self.already,
-                "skipped": [s.as_dict() for s in self.skipped], "n_vectors": len(self.index)}
+                "skipped": [s.as_dict() for s in self.skipped], "truncated": list(self.truncated),
+                "n_vectors": len(self.index)}
 
 
 def open_build_target(out, manifest, desc, *, fps, factory: str, search_params: str | None,
@@ -104,18 +123,16 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
     try:
         for it in bar:
             try:
-                fr = read_item_frames(it.path, fps)
+                vecs, rows = extract_item(desc, it.id, it.path, it.caption, it.kind, fps, batch_size)
             except BadInputError as e:
                 sk = Skipped(it.id, str(it.path), e.reason)
                 index.add_skipped(sk.as_dict())
                 report.skipped.append(sk)
                 continue
-            vecs = desc.encode(fr.array, batch_size=batch_size)
-            rows = [{"item_id": it.id, "frame": int(j), "source_frame": int(fr.indices[j]),
-                     "timestamp": float(fr.timestamps[j]), "caption": it.caption, "path": str(it.path),
-                     "kind": it.kind} for j in range(len(vecs))]
             index.add(vecs, rows)
             report.added += 1
+            if rows and rows[0]["truncated"]:
+                report.truncated.append(it.id)
     finally:
         index.flush()  # whatever finished is kept, also on KeyboardInterrupt
     index.close()

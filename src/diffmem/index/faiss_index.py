@@ -74,6 +74,10 @@ def default_search_params(factory: str) -> str:
 class VectorIndex:
     """See the module docstring. Create with `create`, open with `open`, either with `open_or_create`."""
 
+    # The buffer is also committed when it is this old, so a killed build loses at most the last few
+    # seconds of work (with shard_size alone, up to 65,536 vectors: the whole of a small build).
+    COMMIT_SECONDS = 10.0
+
     def __init__(self, folder: Path, meta: dict):
         self.folder = Path(folder)
         self.meta = meta
@@ -86,6 +90,7 @@ class VectorIndex:
         self._metadata = None
         self._committed: set[str] | None = None
         self._buffered: set[str] = set()
+        self._last_commit = time.monotonic()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -225,7 +230,7 @@ class VectorIndex:
 
     def add(self, vectors: np.ndarray, rows: Iterable[Mapping[str, Any]]) -> None:
         """Add one item's (or several items') vectors with one metadata row each (`item_id` required).
-        Buffered; committed as a shard every `shard_size` vectors and on `flush()`."""
+        Buffered; committed as a shard every `shard_size` vectors, every COMMIT_SECONDS, and on `flush()`."""
         v = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DiffmemError(f"{self.folder}: vectors must be (n, {self.dim}), got {v.shape}")
@@ -248,13 +253,16 @@ class VectorIndex:
         self._buf_rows.extend(rows)
         self._buf_n += len(v)
         self._buffered.update(r["item_id"] for r in rows)
-        if self._buf_n >= int(self.meta.get("shard_size", 65536)):
+        if (self._buf_n >= int(self.meta.get("shard_size", 65536))
+                or time.monotonic() - self._last_commit >= self.COMMIT_SECONDS):
             self.flush()
 
     def add_skipped(self, record: Mapping[str, Any]) -> None:
-        """Record an item that could not be added (id, path, reason); kept in index.json."""
+        """Record a file that could not be added (id, path, reason); kept in index.json, one record per file
+        (two files of one id are two records; the same file skipped again replaces its record)."""
         rec = dict(record)
-        self.meta["skipped"] = [s for s in self.meta.get("skipped", []) if s.get("id") != rec.get("id")] + [rec]
+        key = (rec.get("id"), rec.get("path"))
+        self.meta["skipped"] = [s for s in self.meta.get("skipped", []) if (s.get("id"), s.get("path")) != key] + [rec]
 
     def flush(self) -> None:
         """Commit the buffer as one shard (atomic), then index.json (atomic)."""
@@ -276,6 +284,7 @@ class VectorIndex:
             self._buf_vecs, self._buf_rows, self._buf_n = [], [], 0
             self._shard_arrays = None
             self._metadata = None
+        self._last_commit = time.monotonic()
         self._write_meta()
 
     def close(self) -> None:

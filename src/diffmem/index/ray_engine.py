@@ -44,7 +44,7 @@ from ..features import load_descriptor
 from ..io.atomic import atomic_output
 from ..io.lock import writes_folder
 from ..io.results import read_json, write_json
-from .content import DEFAULT_FPS, BuildReport, check_not_empty, open_build_target, read_item_frames
+from .content import DEFAULT_FPS, FRAME_COLUMNS, BuildReport, check_not_empty, extract_item, open_build_target
 from .faiss_index import is_exact
 from .sharded import build_compressed
 
@@ -130,19 +130,6 @@ def ray_map(fn: Callable, arg_tuples: Sequence[tuple], *, num_cpus: float = 1, p
 
 # ------------------------------------------------------------------------------ per item, per task
 
-def extract_item(desc, item_id: str, path: str, caption: str, kind: str, fps: float | None,
-                 batch_size: int = 64) -> tuple[np.ndarray, list[dict]]:
-    """One item -> (vectors (T, d), metadata rows): the local engine's per-item step, row for row.
-
-    Raises BadInputError for media that cannot be decoded (the caller records a Skipped).
-    """
-    fr = read_item_frames(path, fps)
-    vecs = desc.encode(fr.array, batch_size=batch_size)
-    rows = [{"item_id": item_id, "frame": int(j), "source_frame": int(fr.indices[j]),
-             "timestamp": float(fr.timestamps[j]), "caption": caption, "path": str(path), "kind": kind}
-            for j in range(len(vecs))]
-    return vecs, rows
-
 
 def _stage_task(desc, items: list[dict], fps, batch_size: int, staging: Path, name: str) -> dict:
     """Extract a task's items and write OUT/.ray_staging/NAME.{npy,parquet,json} (json last)."""
@@ -162,8 +149,7 @@ def _stage_task(desc, items: list[dict], fps, batch_size: int, staging: Path, na
     with atomic_output(staging / f"{name}.npy", suffix=".npy") as tmp:
         np.save(tmp, arr, allow_pickle=False)
     with atomic_output(staging / f"{name}.parquet", suffix=".parquet") as tmp:
-        pd.DataFrame(rows, columns=["item_id", "frame", "source_frame", "timestamp", "caption", "path",
-                                    "kind"]).to_parquet(tmp, index=False)
+        pd.DataFrame(rows, columns=list(FRAME_COLUMNS)).to_parquet(tmp, index=False)
     write_json(staging / f"{name}.json", {"name": name, "items": order, "n_vectors": int(len(arr))})
     return {"name": name, "n_vectors": int(len(arr)), "n_items": len(items)}
 
@@ -208,6 +194,8 @@ def _commit(index, staging: Path, name: str, report) -> None:
         if not index.has_item(it["id"]):  # a kill mid-commit may have flushed part of this task
             index.add(np.asarray(vecs[at:at + n]), [_plain(r) for r in rows[at:at + n]])
             report.added += 1
+            if n and rows[at].get("truncated"):
+                report.truncated.append(it["id"])
         else:
             report.already += 1
         at += n

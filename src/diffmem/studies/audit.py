@@ -250,6 +250,7 @@ def _summary(items: list[dict], tau: float, manifest, skipped, seconds: float) -
         "verdicts": counts,
         "table": copy_table(scores, extra_thresholds=(tau,)),
         "mean_coverage": float(np.mean([it["coverage"] for it in items])) if items else 0.0,
+        "n_truncated": int(sum(bool(it.get("truncated")) for it in items)),  # scored from the frames that decoded
         "seconds": round(seconds, 2),
     }
 
