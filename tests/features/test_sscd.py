@@ -76,13 +76,32 @@ def test_known_name_with_recorded_hash_is_verified(tiny, tmp_path, monkeypatch):
     assert SSCDDescriptor("sscd_disc_mixup").verified
 
 
-def test_url_is_downloaded_into_the_cache(tiny, tmp_path, monkeypatch):
+def test_url_is_downloaded_into_a_cache_keyed_by_the_url(tiny, tmp_path, monkeypatch):
+    """A URL's file is cached under the URL, not its file name: after a download of some other
+    'sscd_disc_mixup.torchscript.pt', the known name must not load it (reliability issue). Only https."""
+    from diffmem.features import sscd
+
     monkeypatch.setenv("DIFFMEM_CACHE", str(tmp_path / "cache"))
-    path, expected = resolve_checkpoint(tiny.as_uri())  # file:// needs no network
-    assert path == tmp_path / "cache" / "sscd" / tiny.name and path.read_bytes() == tiny.read_bytes()
-    assert expected is None
-    d = load_descriptor(f"sscd:{tiny.as_uri()}")
-    assert d.dim == 512
+    fetched = []
+
+    def fake_download(url, dest):  # no network in tests: "download" the tiny model
+        fetched.append(url)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(tiny.read_bytes())
+        return dest
+
+    monkeypatch.setattr(sscd, "_download", fake_download)
+    url = "https://example.org/models/sscd_disc_mixup.torchscript.pt"
+    path, expected = resolve_checkpoint(url)
+    assert path.name == "sscd_disc_mixup.torchscript.pt" and fetched == [url] and expected is None
+    other, _ = resolve_checkpoint("https://elsewhere.org/sscd_disc_mixup.torchscript.pt")
+    assert other != path and len(fetched) == 2
+    assert resolve_checkpoint(url)[0] == path and len(fetched) == 2  # cached: not fetched again
+    assert load_descriptor(f"sscd:{url}").dim == 512
+    with pytest.raises(BadInputError, match="not in the cache"):  # the known name is its own entry
+        SSCDDescriptor("sscd_disc_mixup", download=False)
+    with pytest.raises(BadInputError, match="only https"):
+        resolve_checkpoint(tiny.as_uri())
 
 
 def test_missing_and_non_torchscript_files_are_clear_errors(tmp_path, monkeypatch):

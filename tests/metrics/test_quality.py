@@ -85,6 +85,12 @@ def test_inception_features_from_a_local_torchscript_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(BadInputError, match="TorchScript"):
         InceptionFeatures(tmp_path / "junk.pt")
+    import hashlib
+
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert InceptionFeatures(path, sha256=good.upper()).sha256 == good  # the recorded hash is checked
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        InceptionFeatures(path, sha256="0" * 64)
 
 
 def _tiny_clip(folder):

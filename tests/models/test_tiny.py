@@ -87,6 +87,11 @@ def test_bad_checkpoints(tmp_path):
         load_tiny(tmp_path)
     save_tiny(micro(), tmp_path / "ck")
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BadInputError, match="sha256 mismatch"):  # the saved hash catches it first
+        load_tiny(tmp_path / "ck")
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    del cfg["weights_sha256"]  # a folder of an older version: no hash, the loader still refuses the file
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(BadInputError, match="cannot load weights"):
         load_tiny(tmp_path / "ck")
     (tmp_path / "ck" / "config.json").write_text('{"format": "something-else"}')
@@ -132,3 +137,20 @@ def test_builtin_sha_mismatch_is_refused(monkeypatch):
     monkeypatch.setitem(registry.BUILTIN, "tiny-t2v", "0" * 64)
     with pytest.raises(BadInputError, match="sha256 mismatch"):
         load_adapter("builtin:tiny-t2v")
+
+
+def test_a_saved_checkpoint_refuses_a_changed_byte(tmp_path):
+    """`diffmem train` folders record their weights' sha256 (reliability issue: a flipped byte loaded
+    silently and changed the output)."""
+    save_tiny(micro(), tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["weights_sha256"] == file_sha256(tmp_path / "m" / "model.safetensors")
+    load_tiny(tmp_path / "m")  # intact: loads
+    w = tmp_path / "m" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last weight
+    w.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        load_tiny(tmp_path / "m")
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        load_adapter(str(tmp_path / "m"))

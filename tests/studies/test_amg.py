@@ -120,3 +120,15 @@ def test_cli_amg_evaluate_on_a_random_tiny_model_and_world(tmp_path):
     # a bad training set is a clear error, not a traceback
     assert cli.main(["amg", "evaluate", str(tmp_path / "model"), "--prompts", str(tmp_path / "p.jsonl"),
                      "--index", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o2")]) == 1
+
+
+def test_a_bad_inception_file_is_refused_before_any_sample(tmp_path):
+    """`amg evaluate --inception notes.pdf` failed only after generating every variant (reliability issue)."""
+    from diffmem.errors import BadInputError
+    from diffmem.studies.amg import evaluate_amg
+
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4 not a network")
+    with pytest.raises(BadInputError, match="notes.pdf"):
+        evaluate_amg("builtin:tiny-t2v", ["a cat moves right across grass"], tmp_path / "no-index", tmp_path / "out",
+                     inception=tmp_path / "notes.pdf")
+    assert not (tmp_path / "out" / "variants").exists()

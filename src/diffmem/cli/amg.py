@@ -58,6 +58,8 @@ def register(sub):
                    help="y_N: the neighbour's caption, or the most frequent duplicated caption among its top "
                         f"neighbours (default {a.caption_mode})")
     e.add_argument("--inception", default=None, help="local TorchScript Inception file: report FID")
+    e.add_argument("--inception-sha256", default=None, metavar="HEX",
+                   help="the Inception file's expected sha256 (refused before sampling if it differs)")
     e.add_argument("--clip", default=None, help="local CLIP folder (transformers): report CLIP score")
     e.add_argument("--batch-size", type=count, default=d.batch_size, help=f"samples per batch (default {d.batch_size})")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
@@ -79,7 +81,7 @@ def run_evaluate(args) -> int:
     cfg = EvalConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                      variants=tuple(args.ablations or DEFAULT_VARIANTS), batch_size=args.batch_size,
                      amg=amg_config_from_args(args))
-    result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception,
+    result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception, inception_sha256=args.inception_sha256,
                           clip=args.clip, device=args.device, progress=sys.stderr.isatty(),
                           log=lambda m: print(m, file=sys.stderr))
     for row in result["table"]:

@@ -74,7 +74,11 @@ def resolve_checkpoint(source: str | Path, *, download: bool = True) -> tuple[Pa
             _download(info["url"], local)
         return local, info["sha256"]
     if "://" in s:
-        local = cache_dir() / "sscd" / Path(s.split("?")[0]).name
+        if not s.lower().startswith("https://"):
+            raise BadInputError(s, "only https:// URLs are downloaded; give a local file as a path instead")
+        # keyed by the URL, not the file name: another source with the same name never hits this file
+        key = hashlib.sha256(s.encode()).hexdigest()[:16]
+        local = cache_dir() / "sscd" / "url" / key / Path(s.split("?")[0]).name
         if not local.exists():
             if not download:
                 raise BadInputError(local, "not in the cache and downloading is off")

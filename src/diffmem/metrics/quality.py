@@ -100,11 +100,14 @@ class InceptionFeatures:
 
     name = "inception"
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None):
         p = Path(path)
         if not p.is_file():
             raise BadInputError(p, "Inception weights not found (give a local TorchScript file, e.g. inception-2015-12-05.pt)")
         self.sha256 = hashlib.sha256(p.read_bytes()).hexdigest()
+        if sha256 and sha256.lower() != self.sha256:
+            raise BadInputError(p, f"sha256 mismatch: expected {sha256.lower()}, file has {self.sha256} "
+                                   "(a different or corrupted network: FID values would not compare)")
         try:
             self.model = torch.jit.load(str(p), map_location=device).eval()
         except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
@@ -143,8 +146,11 @@ class DescriptorFeatures:
                 "metric": f"FD-{pol.name}"}
 
 
-def feature_space(inception: str | Path | None = None, descriptor=None):
-    """Inception features when a local file is given (FID), else the descriptor space (FD-<policy>)."""
+def feature_space(inception: str | Path | InceptionFeatures | None = None, descriptor=None):
+    """Inception features when a local file (or loaded `InceptionFeatures`) is given (FID), else the
+    descriptor space (FD-<policy>)."""
+    if isinstance(inception, InceptionFeatures):
+        return inception
     return InceptionFeatures(inception) if inception else DescriptorFeatures(descriptor)
 
 

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import BadInputError, DiffmemError
+from ..io.atomic import atomic_output
 from ..io.results import write_json
 from .adapter import DenoiserAdapter, timestep_tensor
 
@@ -320,22 +321,24 @@ class TinyModel(nn.Module):
 
 def save_tiny(model: TinyModel, folder: str | Path, extra: dict | None = None, half: bool = True) -> Path:
     """Write `folder/config.json` + `folder/model.safetensors` (float16 by default: half the size, and
-    the float16 rounding of these small weights changes samples far less than the sampling noise)."""
+    the float16 rounding of these small weights changes samples far less than the sampling noise). The
+    config records the weights' sha256, and `load_tiny` checks it: a changed byte is refused, not loaded."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
              for k, v in model.state_dict().items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(folder / "model.safetensors")
-    write_json(folder / "config.json", {"format": FORMAT, "config": model.cfg.as_dict(), **(extra or {})})
+    with atomic_output(folder / "model.safetensors", suffix=".safetensors") as tmp:
+        save_file(state, tmp, metadata={"format": FORMAT})
+    write_json(folder / "config.json", {"format": FORMAT, "config": model.cfg.as_dict(),
+                                        "weights_sha256": file_sha256(folder / "model.safetensors"), **(extra or {})})
     return folder
 
 
 def load_tiny(folder: str | Path, device: str | torch.device = "cpu", sha256: str | None = None) -> TinyModel:
-    """Load a tiny-model folder (config.json + model.safetensors); if `sha256` is given the weights must match it."""
+    """Load a tiny-model folder (config.json + model.safetensors); the weights must match `sha256` if given,
+    else the sha256 recorded when they were saved (folders of older versions have none: not checked)."""
     folder = Path(folder)
     return load_tiny_files(folder / "config.json", folder / "model.safetensors", device, sha256)
 
@@ -356,6 +359,7 @@ def load_tiny_files(cfg_path: str | Path, weights: str | Path, device: str | tor
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else None
         raise BadInputError(cfg_path, f"not a diffmem tiny-model config (format {fmt!r}, expected {FORMAT!r})")
+    sha256 = sha256 or meta.get("weights_sha256")  # given (built-in models), else the one saved with them
     if sha256 is not None:
         got = file_sha256(weights)
         if got != sha256:

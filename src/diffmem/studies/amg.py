@@ -34,7 +34,7 @@ from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet, write_text
 from ..io.video import read_frames
 from ..metrics.motion import NMFConfig
-from ..metrics.quality import CLIPScore
+from ..metrics.quality import CLIPScore, InceptionFeatures
 from ..models.registry import load_adapter
 from ..world.judge import WorldAlignment, parse_world_caption
 from .amg_report import amg_report, amg_table, evaluation_html, quality_by_variant
@@ -74,8 +74,8 @@ class EvalConfig:
 
 @writes_folder("amg evaluate")
 def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = EvalConfig(), *,
-                 inception: str | Path | None = None, clip: str | Path | None = None, device="cpu",
-                 progress: bool = False, log=None) -> dict:
+                 inception: str | Path | None = None, inception_sha256: str | None = None,
+                 clip: str | Path | None = None, device="cpu", progress: bool = False, log=None) -> dict:
     """Run every variant on the same prompts and seeds; write DIR/amg_table.{parquet,json}, the per-sample
     rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings)."""
     log = log or (lambda m: None)
@@ -83,6 +83,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     if unknown:
         raise DiffmemError(f"unknown AMG variants {unknown}; choose from {', '.join(VARIANTS)}")
     out = Path(out)
+    # the FID network is loaded (and its sha256 checked) before any sample is made, not after
+    fid_space = InceptionFeatures(inception, device, sha256=inception_sha256) if inception else None
     adapter = load_adapter(model, device)
     entries = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     fps = float(getattr(adapter, "fps", 8.0))
@@ -118,7 +120,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     write_parquet(out / "amg_samples.parquet", rows)
     tau_m = NMFConfig().tau_m
     table = amg_table(rows, training.tau_c, tau_m, per_variant)
-    q = quality_by_variant(out, config.variants, training, inception)
+    q = quality_by_variant(out, config.variants, training, fid_space)
     for r in table:
         r.update(q.get(r["variant"], {}))
     result = {"model": adapter.describe(), "prompts": str(prompts), "index": str(index), "config": config.as_dict(),
