@@ -41,3 +41,17 @@ def test_top_level_help_does_not_import_the_library():
     parser = cli.build_parser("audit")
     args = parser.parse_args(["audit", "g", "t", "--out", "o"])
     assert args.flow == "dis" and callable(args.func)
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    from diffmem.cli import world
+
+    def boom(args):
+        raise ValueError("supplied range of [-inf, 1.0] is not finite")
+
+    monkeypatch.setattr(world, "run_make", boom)
+    assert cli.main(["world", "make", "W"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected ValueError: supplied range" in err and "--debug" in err
+    with pytest.raises(ValueError, match="supplied range"):
+        cli.main(["--debug", "world", "make", "W"])

@@ -121,3 +121,17 @@ def test_as_prompt_entries_takes_files_strings_dicts_and_entries(tmp_path):
         as_prompt_entries([])
     with pytest.raises(DiffmemError, match="prompt 0: expected text"):
         as_prompt_entries([3])
+
+
+def test_a_file_of_another_type_is_not_read_as_prompts(tmp_path):
+    """`generate --prompts notes.pdf` generated samples for the PDF's lines and exited 0."""
+    import pytest
+
+    from diffmem.data.prompts import read_prompts
+    from diffmem.errors import BadInputError
+
+    (tmp_path / "notes.pdf").write_text("%PDF-1.4\nsome text\n")
+    with pytest.raises(BadInputError, match="unknown prompt file type '.pdf'"):
+        read_prompts(tmp_path / "notes.pdf")
+    (tmp_path / "plain").write_text("a cat\n\na dog\n")  # no extension: text, one prompt per line
+    assert [e.prompt for e in read_prompts(tmp_path / "plain")] == ["a cat", "a dog"]

@@ -24,6 +24,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Measure, detect and prevent training-data memorization in image and video diffusion models.",
     )
     parser.add_argument("--version", action="version", version=f"diffmem {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMANDS:
         module = importlib.import_module(f".{name}", __name__)
@@ -51,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"diffmem {args.command}: interrupted; finished items are kept, run again to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a user sees one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"diffmem {args.command}: error: unexpected {type(e).__name__}: {e} (an input diffmem does not check "
+              "yet, or a bug: run again with --debug before the command for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

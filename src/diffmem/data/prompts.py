@@ -170,7 +170,7 @@ def read_prompts(path: str | Path) -> list[PromptEntry]:
             raise BadInputError(path, f"no text column (one of {', '.join(_TEXT_FIELDS)}); columns are {list(df.columns)}")
         for k, rec in enumerate(df.to_dict("records")):
             entries.append(_entry_from_record(rec, k, path, f"row {k + 1}", None))
-    else:
+    elif suffix in ("", ".txt", ".text", ".prompts"):
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -178,6 +178,9 @@ def read_prompts(path: str | Path) -> list[PromptEntry]:
         for line in (ln.strip() for ln in text.splitlines()):
             if line:
                 entries.append(PromptEntry(id=f"p{len(entries):05d}", prompt=line, source=path.name))
+    else:  # a PDF, a picture, a model file given by mistake would be read as lines of "prompts"
+        raise BadInputError(path, f"unknown prompt file type {suffix!r}; use .jsonl, .parquet, .csv or .txt "
+                                  "(one prompt per line)")
     for e in entries:
         if not e.prompt.strip():
             raise BadInputError(path, f"prompt {e.id} is empty")
