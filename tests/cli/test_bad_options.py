@@ -66,3 +66,34 @@ def test_bad_values_are_refused_naming_the_option(command, option, validator, ca
         assert e.value.code == 2, (argv, err)
         assert f"argument {option}" in err and "Traceback" not in err, (argv, err)
         assert err.strip().splitlines()[-1].startswith(f"diffmem {command}"), err
+
+
+PATH_CASES = [  # (argv, the path the error must name): missing inputs, files given for output folders
+    (["world", "make", "{f}"], "{f}"),
+    (["index", "build", "{m}", "--out", "{d}/I"], "{m}"),
+    (["index", "build", "{d}", "--out", "{f}"], "{f}"),
+    (["index", "info", "{m}"], "{m}"),
+    (["audit", "{m}", "{m}2", "--out", "{d}/A"], "{m}"),
+    (["audit", "{d}", "{d}", "--out", "{f}"], "{f}"),
+    (["flow", "{m}.mp4", "--out", "{d}/f.mp4"], "{m}.mp4"),
+    (["train", "{m}", "--out", "{d}/T"], "{m}"),
+    (["generate", "builtin:tiny-t2v", "--prompts", "{m}.txt", "--out", "{d}/G"], "{m}.txt"),
+    (["generate", "builtin:tiny-t2v", "--prompts", "{f}", "--out", "{d}/G"], "{f}"),
+    (["generate", "{m}", "--prompts", "{d}/p.txt", "--out", "{d}/G"], "{m}"),
+    (["detect", "builtin:tiny-t2v", "--prompts", "{m}.txt", "--out", "{d}/D"], "{m}.txt"),
+    (["amg", "evaluate", "builtin:tiny-t2v", "--prompts", "{m}.txt", "--index", "{m}", "--out", "{d}/E"], "{m}.txt"),
+    (["prompts", "{m}", "--out", "{d}/p.jsonl"], "{m}"),
+    (["extract", "builtin:tiny-t2v", "--prompts", "{m}.txt", "--train", "{m}", "--out", "{d}/X"], "{m}.txt"),
+    (["demo", "--out", "{f}", "--size", "tiny", "--quiet"], "{f}"),
+]
+
+
+@pytest.mark.parametrize("argv, named", PATH_CASES, ids=[" ".join(a[:2]) for a, _ in PATH_CASES])
+def test_missing_inputs_and_files_for_folders_are_one_line_errors(argv, named, tmp_path, capsys):
+    fill = {"m": str(tmp_path / "missing"), "f": str(tmp_path / "notes.pdf"), "d": str(tmp_path)}
+    (tmp_path / "notes.pdf").write_text("%PDF-1.4\n")
+    (tmp_path / "p.txt").write_text("a cat moves right across grass\n")
+    code = cli.main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and named.format(**fill) in err, err
+    assert len(err.strip().splitlines()) == 1, err
