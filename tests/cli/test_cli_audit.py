@@ -77,3 +77,44 @@ def test_errors_are_one_clear_line(sets, tmp_path, capsys):
     assert cli.main(["index", "build", str(sets / "train"), "--out", str(tmp_path / "i2"), "--factory", "Bogus"]) == 1
     assert "invalid FAISS factory" in capsys.readouterr().err
     assert cli.main(["index"]) == 2
+
+
+@pytest.mark.slow
+def test_a_corrupt_corpus_is_reported_file_by_file_through_the_cli(tmp_path, capsys):
+    """Every bad file reported once with its own reason, the truncated one indexed and flagged, the good
+    ones audited, no crash (reliability issue's acceptance)."""
+    import json
+    import os
+
+    train = tmp_path / "train"
+    train.mkdir()
+    good = render_clip(ClipSpec.make("cat", "grass", "linear", "right", size=48, n_frames=16))
+    write_video(train / "good.mp4", good, fps=8)
+    full = write_video(train / "cut.webm", good, fps=8)
+    (train / "half.webm").write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    full.unlink()
+    (train / "empty.mp4").write_bytes(b"")
+    (train / "garbage.mp4").write_bytes(b"\x00\x01 not a video at all " * 40)
+    (train / "folder.mp4").mkdir()
+    os.symlink(train / "loopB.mp4", train / "loopA.mp4")
+    os.symlink(train / "loopA.mp4", train / "loopB.mp4")
+    write_video(train / "twin.mp4", good[::-1], fps=8)
+    write_video(train / "twin.gif", good[:8], fps=8)
+    assert cli.main(["index", "build", str(train), "--out", str(tmp_path / "I"), "--fps", "8"]) == 0
+    out, err = capsys.readouterr()
+    info = json.loads((tmp_path / "I" / "index.json").read_text())
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in info["skipped"]}
+    assert len(info["skipped"]) == len(reasons) == 5  # one record per bad file
+    assert "empty" in reasons["empty.mp4"] and "directory" in reasons["folder.mp4"]
+    assert "loop" in reasons["loopA.mp4"] and "loop" in reasons["loopB.mp4"] and reasons["garbage.mp4"]
+    assert "1 truncated" in out and "truncated half" in err
+    from diffmem.index import VectorIndex
+
+    ids = set(VectorIndex.open(tmp_path / "I").metadata["item_id"])
+    assert ids == {"good", "half", "twin.mp4", "twin.gif"}
+    assert cli.main(["audit", str(train), str(tmp_path / "I"), "--out", str(tmp_path / "A"), "--no-motion"]) == 0
+    rows = json.loads((tmp_path / "A" / "audit.json").read_text())
+    by_id = {r["id"]: r for r in rows["items"]}
+    assert set(by_id) == ids and by_id["half"]["truncated"] and rows["summary"]["n_truncated"] == 1
+    assert by_id["good"]["content_score"] > 0.99  # audited against itself
+    assert "Traceback" not in capsys.readouterr().err
