@@ -73,7 +73,7 @@ PATH_CASES = [  # (argv, the path the error must name): missing inputs, files gi
     (["index", "build", "{m}", "--out", "{d}/I"], "{m}"),
     (["index", "build", "{d}", "--out", "{f}"], "{f}"),
     (["index", "info", "{m}"], "{m}"),
-    (["audit", "{m}", "{m}2", "--out", "{d}/A"], "{m}"),
+    (["audit", "{d}/nogen", "{d}/notrain", "--out", "{d}/A"], "{d}/nogen"),  # checked before the index
     (["audit", "{d}", "{d}", "--out", "{f}"], "{f}"),
     (["flow", "{m}.mp4", "--out", "{d}/f.mp4"], "{m}.mp4"),
     (["train", "{m}", "--out", "{d}/T"], "{m}"),

@@ -148,3 +148,12 @@ def test_the_score_histogram_counts_exact_copies_above_one():
     lo, hi = panel.range
     counts, _ = np.histogram(values, bins=panel.bins, range=panel.range)
     assert counts.sum() == 5 and hi >= 1.0000002 and lo <= 0.0  # every finite score is counted
+
+
+def test_an_empty_generated_set_is_an_error_before_any_work(tmp_path):
+    from diffmem.errors import BadInputError
+
+    (tmp_path / "gen").mkdir()
+    with pytest.raises(BadInputError, match="no generated media item to audit"):
+        audit(tmp_path / "gen", tmp_path / "nothing-built-yet", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "train_index").exists()

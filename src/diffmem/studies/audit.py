@@ -167,6 +167,10 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(generated)  # first: a bad GENERATED path fails before any index is built
+    if not manifest.items:
+        why = f"; {len(manifest.skipped)} skipped, e.g. {manifest.skipped[0].reason}" if manifest.skipped else ""
+        raise BadInputError(generated, f"no generated media item to audit{why}")
     index, desc, fps, ref_kind = resolve_reference(
         train_or_index, out, descriptor=descriptor, policy=policy, sha256=sha256, threshold=threshold, fps=fps,
         factory=factory, device=device, batch_size=batch_size, progress=progress)
@@ -176,7 +180,6 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     if motion:
         parts = [motion_part(index, out, motion, motion_index=motion_index, progress=progress), *parts]
     all_parts: list[AuditPart] = [content, *parts]
-    manifest = load_manifest(generated)
 
     config = {
         "generated": str(Path(generated)), "reference": str(Path(train_or_index)), "reference_kind": ref_kind,
