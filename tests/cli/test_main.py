@@ -55,3 +55,30 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     assert err.count("\n") == 1 and "unexpected ValueError: supplied range" in err and "--debug" in err
     with pytest.raises(ValueError, match="supplied range"):
         cli.main(["--debug", "world", "make", "W"])
+
+
+def test_threads_sets_torch_faiss_and_opencv_and_every_computing_command_has_it(tmp_path, capsys):
+    import cv2
+    import faiss
+    import torch
+
+    try:
+        assert cli.main(["flow", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "f.mp4"),
+                         "--threads", "2"]) == 1  # set before the command runs (and fails on its input)
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads(), cv2.getNumThreads()) == (2, 2, 2)
+    finally:
+        torch.set_num_threads(1)
+        faiss.omp_set_num_threads(1)
+        cv2.setNumThreads(1)
+    for name in ("index", "audit", "flow", "train", "generate", "detect", "amg", "prompts", "extract", "demo"):
+        text = " ".join(a.option_strings[0] for p in _parsers(name) for a in p._actions if a.option_strings)
+        assert "--threads" in text, name
+
+
+def _parsers(name):
+    import argparse
+
+    top = cli.build_parser(name)
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    acts = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+    return [sub] + [p for a in acts for p in a.choices.values()]

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_parser", None) or parser).print_help()
         return 0 if args.command is None else 2
     try:
+        if getattr(args, "threads", None):
+            from ..device import set_threads  # the library is imported only when a command runs
+
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except DiffmemError as e:
         print(f"diffmem {args.command}: error: {e}", file=sys.stderr)

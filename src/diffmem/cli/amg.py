@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import count, natural, nonnegative, positive
+from .options import add_threads, count, natural, nonnegative, positive
 
 HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by `diffmem --help` without importing the library
 
@@ -63,6 +63,7 @@ def register(sub):
     e.add_argument("--clip", default=None, help="local CLIP folder (transformers): report CLIP score")
     e.add_argument("--batch-size", type=count, default=d.batch_size, help=f"samples per batch (default {d.batch_size})")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    add_threads(e)
     e.set_defaults(func=run_evaluate, _parser=e)
     return p
 

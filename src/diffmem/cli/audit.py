@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .index import add_descriptor_args
-from .options import count, positive, similarity
+from .options import add_threads, count, positive, similarity
 
 HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
 
@@ -35,6 +35,7 @@ def register(sub):
     m.add_argument("--motion-threshold", type=similarity, default=None, help="tau_m (default 0.9)")
     m.add_argument("--motion-index", default=None,
                    help="motion index folder (default OUT/motion_index; built or resumed there)")
+    add_threads(p)
     p.set_defaults(func=run, _parser=p)
     return p
 

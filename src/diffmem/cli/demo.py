@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import count, natural, nonnegative
+from .options import add_threads, count, natural, nonnegative
 
 HELP = "run the whole study offline on the embedded world (start here)"  # shown by `diffmem --help` without importing the library
 
@@ -33,9 +33,7 @@ def register(sub):
     p.add_argument("--force", action="store_true",
                    help="replace a world of another seed or size, and redo the model's stages (these are redone "
                         "anyway when the model or its settings changed)")
-    p.add_argument("--threads", type=count, default=1, metavar="N",
-                   help="CPU threads for torch (default 1: the tiny model's tensors are too small for more threads "
-                        "to pay off; the demo ran 1.6-1.9x faster with 1 than with 2 on a 2-core machine)")
+    add_threads(p, default=1)
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=run, _parser=p)
     return p
@@ -44,10 +42,6 @@ def register(sub):
 def run(args) -> int:
     from ..studies.demo import run_demo
 
-    if args.threads and args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     result = run_demo(args.out, seed=args.seed, size=args.size, model=args.model, n=args.n, top=args.top,
                       novel=args.novel, steps=args.steps, guidance=args.guidance,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import count, natural, nonnegative
+from .options import add_threads, count, natural, nonnegative
 
 HELP = "generate, audit and tabulate extracted training items"  # shown by `diffmem --help` without importing the library
 
@@ -37,6 +37,7 @@ def register(sub):
                         "model per actor (pip install 'diffmem[ray]')")
     p.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster to join; default: start a local Ray")
+    add_threads(p)
     p.set_defaults(func=_run)
     return p
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .options import count, natural, positive
+from .options import add_threads, count, natural, positive
 
 HELP = "write the colour-coded optical flow of a video"  # shown by `diffmem --help` without importing the library
 
@@ -25,6 +25,7 @@ def register(sub):
                    help="flow magnitude (px/frame at the common resolution) shown fully saturated "
                         "(default: the 99th percentile over the video)")
     p.add_argument("--flow-only", action="store_true", help="only the flow, not [frame | flow] side by side")
+    add_threads(p)
     p.set_defaults(func=run, _parser=p)
     return p
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import count, natural, nonnegative, positive
+from .options import add_threads, count, natural, nonnegative, positive
 
 HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
 
@@ -45,8 +45,7 @@ def register(sub):
                    help="video container (default mp4; image models write png)")
     p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--threads", type=count, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
+    add_threads(p, default=None)
     g = p.add_argument_group("Anti-Memorization Guidance (AMG)")
     g.add_argument("--amg", action="store_true",
                    help="guide away from training data while sampling; needs --index. Writes DIR/samples/<id>.amg.json "
@@ -72,10 +71,6 @@ def amg_config_from_args(args):
 def run(args) -> int:
     from ..studies.generate import GenerateConfig, generate
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     settings = GenerateConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                 scheduler=args.scheduler, eta=args.eta, negative_prompt=args.negative_prompt,
                                 num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,

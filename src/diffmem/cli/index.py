@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import count, positive
+from .options import add_threads, count, positive
 
 
 def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
@@ -57,6 +57,7 @@ def register(sub):
     b.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster to join (e.g. auto, ray://host:10001); default: start a "
                         "local Ray for this build")
+    add_threads(b)
     b.set_defaults(func=run_build, _parser=b)
     i = actions.add_parser("info", help="describe an index", description="Print an index's counts, policy and settings as JSON.")
     i.add_argument("index", help="index folder")

@@ -1,7 +1,7 @@
 """`diffmem prompts TRAIN --out FILE`: curate the prompts most prone to trigger memorization."""
 from __future__ import annotations
 
-from .options import count, similarity, unit
+from .options import add_threads, count, similarity, unit
 
 HELP = "curate memorization-prone prompts from a training set"  # shown by `diffmem --help` without importing the library
 
@@ -30,6 +30,7 @@ def register(sub):
     p.add_argument("--include-singletons", action="store_true",
                    help="with --model: also score the caption of every non-duplicated item")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_threads(p)
     p.set_defaults(func=_run)
     return p
 

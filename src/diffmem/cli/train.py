@@ -5,7 +5,7 @@ import json
 import shlex
 import sys
 
-from .options import count, natural, positive
+from .options import add_threads, count, natural, positive
 
 HELP = "train a built-in tiny diffusion model on a world"  # shown by `diffmem --help` without importing the library
 
@@ -35,15 +35,13 @@ def register(sub):
     p.add_argument("--size", type=count, default=d.size, help=f"frame side in pixels (default {d.size})")
     p.add_argument("--frames", type=count, default=d.frames, help=f"frames per clip (default {d.frames})")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
-    p.add_argument("--threads", type=count, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
+    add_threads(p, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar; a log line every 100 steps instead")
     p.set_defaults(func=run, _parser=p)
     return p
 
 
 def run(args) -> int:
-    import torch
 
     from ..device import resolve_device
     from ..errors import DiffmemError
@@ -57,8 +55,6 @@ def run(args) -> int:
         raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}")
     if args.size % 4:
         raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
                       lr=args.lr, channels=channels, size=args.size, frames=args.frames)
     command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
