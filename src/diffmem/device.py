@@ -22,9 +22,9 @@ def resolve_device(name: str | torch.device | None = "cpu") -> torch.device:
 def set_threads(n: int | None) -> None:
     """CPU threads for torch, FAISS (OpenMP) and OpenCV; None leaves each library's own choice.
 
-    One thread is the right default for the tiny models and small frames diffmem works on: their kernels
-    are too small to share, and on the 2-core development machine a warm audit took 0.62x the wall time
-    with one thread (the descriptor alone ran 20x slower inside the audit with two)."""
+    One thread is the CLI's default for the tiny models and small frames diffmem works on: their kernels
+    are small, and on a busy shared machine extra OpenMP / BLAS threads spin and wait (the test suite
+    runs single-threaded for the same reason, see tests/conftest.py)."""
     if n is None:
         return
     n = int(n)

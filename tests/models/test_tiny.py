@@ -154,3 +154,39 @@ def test_a_saved_checkpoint_refuses_a_changed_byte(tmp_path):
         load_tiny(tmp_path / "m")
     with pytest.raises(BadInputError, match="sha256 mismatch"):
         load_adapter(str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize("config", [
+    {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},          # the tiny models'
+    {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"},  # SD
+    {"num_train_timesteps": 200, "beta_schedule": "linear"},
+    {},                                                                           # every default
+])
+def test_noise_schedule_equals_diffusers_bit_for_bit(config):
+    """alpha-bar computed from the formulas equals diffusers' DDPMScheduler's (a second implementation)."""
+    import diffusers
+
+    from diffmem.models.adapter import alphas_cumprod_of
+
+    want = diffusers.DDPMScheduler.from_config(config).alphas_cumprod.double()
+    assert torch.equal(alphas_cumprod_of(config), want)
+
+
+def test_schedulers_built_from_their_arguments_have_the_from_config_config():
+    import diffusers
+
+    import inspect
+
+    ad = TinyAdapter(micro(), "t")
+    for name, cls in (("ddim", diffusers.DDIMScheduler), ("ddpm", diffusers.DDPMScheduler)):
+        ref = cls.from_config({**ad.scheduler_config(), "prediction_type": "epsilon"})
+        got = ad.make_scheduler(name)
+        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        assert {k: got.config[k] for k in params} == {k: ref.config[k] for k in params}  # every argument
+        ref.set_timesteps(25)
+        got.set_timesteps(25)
+        assert torch.equal(got.timesteps, ref.timesteps)
+        x, eps = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.zeros(1, 4, 8, 8)
+        t = int(ref.timesteps[3])
+        assert torch.equal(got.step(eps, t, x, generator=torch.Generator().manual_seed(1)).prev_sample,
+                           ref.step(eps, t, x, generator=torch.Generator().manual_seed(1)).prev_sample)

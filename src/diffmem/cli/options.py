@@ -43,8 +43,7 @@ similarity = _checked(float, lambda v: -1 <= v <= 1, "a similarity in [-1, 1]") 
 
 def add_threads(parser, default: int | None = 1) -> None:
     """--threads N: CPU threads for torch, FAISS and OpenCV (`diffmem.device.set_threads`)."""
-    why = ("default 1: the tiny models' and small frames' kernels are too small to share; a warm audit "
-           "took 0.62x the time with 1 thread on a 2-core machine" if default == 1 else
-           "default: each library's own choice; 1 is faster for the tiny models")
+    why = ("default 1: the tiny models' and small frames' kernels are small, and on a shared machine extra "
+           "threads mostly wait on each other" if default == 1 else "default: each library's own choice")
     parser.add_argument("--threads", type=count, default=default, metavar="N",
                         help=f"CPU threads for torch, FAISS and OpenCV ({why})")
