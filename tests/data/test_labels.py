@@ -101,3 +101,19 @@ def test_as_bool_missing_and_refused():
     for bad in ("maybe", 2, 0.5):
         with pytest.raises(BadInputError, match="f.csv: row 3: label"):
             as_bool(bad, "f.csv", "row 3", missing=None)
+
+
+def test_the_extract_table_gives_labels_from_its_audit_counts_not_its_prior_label_column(tmp_path):
+    """README: `diffmem detect --labels OUT/extract/extract.parquet`. The table carries the prompt file's
+    prior `label` (None for curated prompts); that failed ("memorized must be true/false, got None")."""
+    from diffmem.data.labels import read_labels
+    from diffmem.io.results import write_parquet
+
+    rows = [{"prompt_id": "p1", "prompt": "a copied clip", "group": "duplicated_video", "label": None,
+             "n_samples": 4, "n_content": 3, "n_motion": 0, "n_both": 0, "train_extracted": ["vid1"]},
+            {"prompt_id": "p2", "prompt": "a novel clip", "group": "novel", "label": None,
+             "n_samples": 4, "n_content": 0, "n_motion": 0, "n_both": 0, "train_extracted": []}]
+    write_parquet(tmp_path / "extract.parquet", rows)
+    lab = read_labels(tmp_path / "extract.parquet")
+    assert lab["a copied clip"]["memorized"] is True and lab["a copied clip"]["kind"] == "content"
+    assert lab["a novel clip"]["memorized"] is False

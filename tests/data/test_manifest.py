@@ -316,3 +316,16 @@ def test_every_skipped_file_keeps_its_own_record_in_the_index(tmp_path):
     idx.add_skipped({"id": "clip", "path": "b/clip.mp4", "reason": "empty"})
     idx.add_skipped({"id": "clip", "path": "a/clip.mp4", "reason": "broken again"})  # same file: replaced
     assert [(s["path"], s["reason"]) for s in idx.skipped] == [("b/clip.mp4", "empty"), ("a/clip.mp4", "broken again")]
+
+
+def test_a_folder_holding_train_parquet_means_that_manifest(tmp_path):
+    """`index build WORLD` and `prompts WORLD` scanned the media and lost the captions, while
+    `generate --index WORLD` read WORLD/train.parquet: every command now reads the manifest."""
+    from diffmem.data.manifest import load_manifest, manifest_file
+    from diffmem.world import make_world
+
+    make_world(tmp_path / "w", seed=0, size="tiny")
+    assert manifest_file(tmp_path / "w") == tmp_path / "w" / "train.parquet"
+    a, b = load_manifest(tmp_path / "w"), load_manifest(tmp_path / "w" / "train.parquet")
+    assert [(i.id, i.caption, i.kind) for i in a.items] == [(i.id, i.caption, i.kind) for i in b.items]
+    assert all(i.caption for i in a.items) and manifest_file(tmp_path) == tmp_path  # a plain folder is itself

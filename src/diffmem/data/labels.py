@@ -82,8 +82,9 @@ def read_labels(path: str | Path) -> dict[str, dict]:
         raise
     except Exception as e:  # pandas / pyarrow raise many types for a bad file
         raise BadInputError(path, f"cannot read labels: {e}") from None
-    if records and "memorized" not in records[0] and "label" not in records[0] and \
-            {"n_samples", "n_content", "n_motion"} <= set(records[0]):
+    # `diffmem extract`'s per-prompt table: labels come from its audit counts (its `label` column is the
+    # prompt file's prior label, often empty, not what the audit found)
+    if records and "memorized" not in records[0] and {"n_samples", "n_content", "n_motion"} <= set(records[0]):
         out = labels_from_audit_counts(records, path)
         if not out:
             raise BadInputError(path, "no audited samples to take labels from")

@@ -328,9 +328,21 @@ def _load_folder(folder: Path, b: _Builder) -> None:
         b.add(rel, rel if rel in clash_set else None, rel, caption, None)
 
 
+MANIFEST_NAME = "train.parquet"  # a folder holding this file (a diffmem world, a prepared set) means it
+
+
+def manifest_file(source: str | Path) -> Path:
+    """What a source names: a folder holding `train.parquet` means that manifest (its captions and kinds,
+    which a scan of the folder's media would not have); anything else is itself. Every command reads a
+    training set through this, so `index build WORLD`, `prompts WORLD` and `generate --index WORLD` agree."""
+    src = Path(source).expanduser()
+    return src / MANIFEST_NAME if src.is_dir() and (src / MANIFEST_NAME).is_file() else src
+
+
 def load_manifest(source: str | Path, *, kind: str | None = None, check_files: bool = True,
                   root: str | Path | None = None) -> Manifest:
-    """Load a folder of media, or a CSV / TSV / JSONL / Parquet manifest (see module doc).
+    """Load a folder of media, or a CSV / TSV / JSONL / Parquet manifest (see module doc). A folder holding
+    `train.parquet` is read through that manifest (`manifest_file`).
 
     kind: keep only 'video' or 'image' items (the others are reported as skipped).
     check_files: skip rows whose file is missing, empty or a directory (no decoding is done).
@@ -339,7 +351,7 @@ def load_manifest(source: str | Path, *, kind: str | None = None, check_files: b
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be 'video', 'image' or None, got {kind!r}")
-    src = Path(source).expanduser()
+    src = manifest_file(source)
     if not src.exists():
         raise BadInputError(src, "manifest not found")
     src = src.resolve()

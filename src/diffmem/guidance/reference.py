@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.manifest import load_manifest
+from ..data.manifest import load_manifest, manifest_file
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..features.builtin import BuiltinDescriptor
 from ..features.motion import MotionPolicy
@@ -125,8 +125,7 @@ class TrainingReference:
                 items = content_items(cidx)
         if descriptor is None:
             descriptor = BuiltinDescriptor()
-        if src.is_dir() and (src / "train.parquet").is_file():
-            src = src / "train.parquet"
+        src = manifest_file(src)
         if not src.exists():
             raise BadInputError(src, "no such training set (give a content index, a manifest, a media folder "
                                      "or a world folder)")

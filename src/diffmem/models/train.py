@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.manifest import load_manifest
+from ..data.manifest import load_manifest, manifest_file
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..io.atomic import atomic_output
 from ..io.lock import writes_folder
@@ -91,19 +91,12 @@ class TrainData:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _manifest_source(world: Path) -> Path:
-    world = Path(world)
-    if world.is_dir() and (world / "train.parquet").is_file():
-        return world / "train.parquet"
-    return world
-
-
 def load_training_data(world: str | Path, cfg: TrainConfig, progress: bool = True) -> TrainData:
     """Read every item of a world folder (its train.parquet) or any manifest, at the model's size.
 
     Unreadable items are skipped and reported, the rest is used.
     """
-    manifest = load_manifest(_manifest_source(Path(world)))
+    manifest = load_manifest(world)
     skipped = list(manifest.skipped)
     frames, captions, ids = [], [], []
     for item in tqdm(manifest.items, desc="reading training items", disable=not progress, leave=False):
@@ -150,7 +143,7 @@ def _world_info(world: Path) -> dict:
     """Seed and size of a diffmem world (from its marker), else just the path."""
     marker = Path(world) / ".diffmem-world.json"
     info = {"path": str(world)}
-    src = _manifest_source(Path(world))
+    src = manifest_file(world)
     if src.is_file():
         info["manifest_sha256"] = file_sha256(src)
     if marker.is_file():
