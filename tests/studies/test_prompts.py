@@ -212,3 +212,28 @@ def test_cli_ranks_by_the_magnitude_of_a_named_model(tiny_world, tmp_path, capsy
         assert x.evidence["magnitude"] == pytest.approx(ref[x.prompt]["total"], rel=1e-5)
     summary = json.loads((tmp_path / "m.summary.json").read_text())
     assert summary["ranking"] == "detection magnitude" and summary["config"]["model"] == "builtin:tiny-t2v"
+
+
+def test_caption_only_metadata_is_curated_without_media(tmp_path, capsys):
+    """Wen et al.'s prompt list (caption, index, url) and a LAION-style parquet (url, caption, key) have no
+    media paths; `diffmem prompts` refused them ("no 'path' field"). Curation needs only the captions."""
+    import json
+
+    import pandas as pd
+
+    from diffmem import cli
+    from diffmem.data.prompts import read_prompts
+
+    rows = [{"caption": "The Great Wave off Kanagawa", "index": i, "url": f"https://x/{i}.jpg"} for i in range(3)]
+    others = ["a red bicycle leaning on a wall", "portrait of an old fisherman", "mountain lake at dawn",
+              "bowl of ramen with an egg", "city skyline at night"]
+    rows += [{"caption": c, "index": 10 + i, "url": f"https://x/u{i}.jpg"} for i, c in enumerate(others)]
+    (tmp_path / "wen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame([{"url": r["url"], "caption": r["caption"], "key": f"k{r['index']}"} for r in rows]).to_parquet(
+        tmp_path / "laion.parquet")
+    for name in ("wen.jsonl", "laion.parquet"):
+        out = tmp_path / f"{name}.prompts.jsonl"
+        assert cli.main(["prompts", str(tmp_path / name), "--out", str(out)]) == 0, capsys.readouterr().err
+        got = read_prompts(out)
+        assert got[0].prompt == "The Great Wave off Kanagawa" and got[0].evidence["n_caption"] == 3
+        assert json.loads((tmp_path / f"{name}.prompts.summary.json").read_text())["config"]["content"] is False

@@ -57,6 +57,10 @@ _ESCAPES = "path escapes the manifest folder"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+
+class NoPathsError(BadInputError):
+    """A table with no media paths (caption-only metadata): fine where no media is needed."""
+
 @dataclass(frozen=True)
 class Item:
     """A training or generated sample. `path` is absolute."""
@@ -217,7 +221,7 @@ def _rows_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
             raise BadInputError(path, "empty manifest: no header row (needs a 'path' column)")
         keys = [_norm_key(h) for h in header]
         if "path" not in keys:
-            raise BadInputError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
+            raise NoPathsError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
         for n, row in enumerate(reader, start=1):
             if not any(cell.strip() for cell in row):
                 continue  # blank line
@@ -252,7 +256,7 @@ def _rows_parquet(path: Path) -> Iterator[tuple[str, dict]]:
         raise BadInputError(path, f"not a readable Parquet file ({e})") from None
     keys = [_norm_key(n) for n in pf.schema_arrow.names]
     if "path" not in keys:
-        raise BadInputError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
+        raise NoPathsError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
     n = 0
     try:
         for batch in pf.iter_batches(batch_size=65_536):
@@ -293,7 +297,7 @@ def _load_table(path: Path, b: _Builder) -> None:
         b.add(where, _text(row.get("id")), _text(row.get("path")), row.get("caption"),
               _text(row.get("kind")))
     if ext in (".jsonl", ".ndjson") and n_rows and not any_path:
-        raise BadInputError(path, "no 'path' field in any line")
+        raise NoPathsError(path, "no 'path' field in any line")
 
 
 def _load_folder(folder: Path, b: _Builder) -> None:

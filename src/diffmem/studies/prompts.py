@@ -40,8 +40,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..data.manifest import load_manifest
-from ..data.prompts import PromptEntry, write_prompts
+from ..data.manifest import Item, NoPathsError, load_manifest
+from ..data.prompts import PromptEntry, read_prompts, write_prompts
 from ..detect.prompts import magnitude_function
 from ..errors import BadInputError
 from ..features import load_descriptor
@@ -245,8 +245,14 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
         if content:
             descriptor = policy.get("name", descriptor)
     else:
-        manifest = load_manifest(train)
-        items, skipped = list(manifest.items), list(manifest.skipped)
+        try:
+            manifest = load_manifest(train)
+            items, skipped = list(manifest.items), list(manifest.skipped)
+        except NoPathsError:
+            # caption-only metadata (Wen et al.'s prompt JSONL, a LAION parquet of url, caption, key):
+            # curation needs no media, so the captions are read as a prompt file, and content is off
+            items = [Item(e.id, Path(), e.prompt, "image") for e in read_prompts(train)]
+            skipped, content = [], False
         if content:
             desc = load_descriptor(descriptor)
             vectors = item_vectors(items, desc, progress=progress)
