@@ -118,3 +118,25 @@ def test_a_corrupt_corpus_is_reported_file_by_file_through_the_cli(tmp_path, cap
     assert set(by_id) == ids and by_id["half"]["truncated"] and rows["summary"]["n_truncated"] == 1
     assert by_id["good"]["content_score"] > 0.99  # audited against itself
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_manifest_whose_media_lie_elsewhere_needs_root_and_says_so(tmp_path, capsys):
+    """The usual layout: the CSV in meta/, the videos in data/. Without --root the paths escape the
+    manifest's folder: the build now fails naming why (it used to load 0 items and exit 0); --root works."""
+    data, meta = tmp_path / "data", tmp_path / "meta"
+    data.mkdir()
+    meta.mkdir()
+    for i, spec in enumerate((ClipSpec.make("cat", "grass", "linear", "right", size=48, n_frames=8),
+                              ClipSpec.make("coin", "stars", "circle", "cw", size=48, n_frames=8))):
+        write_video(data / f"clip{i}.mp4", render_clip(spec), fps=8)
+    pd.DataFrame({"id": ["a", "b"], "path": ["clip0.mp4", "clip1.mp4"], "caption": ["a cat", "a coin"]}).to_csv(
+        meta / "train.csv", index=False)
+    assert cli.main(["index", "build", str(meta / "train.csv"), "--out", str(tmp_path / "I0")]) == 1
+    assert "no media item to index" in capsys.readouterr().err
+    assert cli.main(["index", "build", str(meta / "train.csv"), "--out", str(tmp_path / "I"),
+                     "--root", str(data)]) == 0
+    assert "2 items" in capsys.readouterr().out
+    pd.DataFrame({"path": ["clip0.mp4"]}).to_csv(meta / "gen.csv", index=False)
+    assert cli.main(["audit", str(meta / "gen.csv"), str(meta / "train.csv"), "--out", str(tmp_path / "A"),
+                     "--root", str(data), "--no-motion"]) == 0
+    assert "1 content-memorized" in capsys.readouterr().out

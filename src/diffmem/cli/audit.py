@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .index import add_descriptor_args
-from .options import add_threads, count, positive, similarity
+from .options import add_root, add_threads, count, positive, similarity
 
 HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
 
@@ -35,6 +35,7 @@ def register(sub):
     m.add_argument("--motion-threshold", type=similarity, default=None, help="tau_m (default 0.9)")
     m.add_argument("--motion-index", default=None,
                    help="motion index folder (default OUT/motion_index; built or resumed there)")
+    add_root(p)
     add_threads(p)
     p.set_defaults(func=run, _parser=p)
     return p
@@ -61,7 +62,7 @@ def run(args) -> int:
     r = audit(args.generated, args.train_or_index, args.out, descriptor=args.descriptor, policy=args.policy,
               sha256=args.sha256, threshold=args.threshold, fps=args.fps, factory=args.factory, device=args.device,
               batch_size=args.batch_size, progress=sys.stderr.isatty(), report=not args.no_report,
-              motion=motion, motion_index=args.motion_index)
+              motion=motion, motion_index=args.motion_index, root=args.root)
     s = r.summary
     v = s["verdicts"]
     motion_note = "" if not motion else f", {v['motion'] + v['both']} motion-memorized (tau_m {motion.nmf.tau_m:g})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_threads, count, positive
+from .options import add_root, add_threads, count, positive
 
 
 def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
@@ -58,6 +58,7 @@ def register(sub):
                    help="with --engine ray: the Ray cluster to join (e.g. auto, ray://host:10001); default: start a "
                         "local Ray for this build")
     add_threads(b)
+    add_root(b)
     b.set_defaults(func=run_build, _parser=b)
     i = actions.add_parser("info", help="describe an index", description="Print an index's counts, policy and settings as JSON.")
     i.add_argument("index", help="index folder")
@@ -69,18 +70,23 @@ def run_build(args) -> int:
     from ..errors import DiffmemError
     from ..index import build_content_index
 
+    train = args.train
+    if args.root:
+        from ..data.manifest import load_manifest
+
+        train = load_manifest(args.train, root=args.root)
     if args.engine == "ray":
         from ..index.ray_engine import build_content_index_ray
 
         # --device cpu is also the default: on Ray it means "GPU actors if the cluster has GPUs"
-        rep = build_content_index_ray(args.train, args.out, descriptor=args.descriptor, policy=args.policy,
+        rep = build_content_index_ray(train, args.out, descriptor=args.descriptor, policy=args.policy,
                                       sha256=args.sha256, fps=args.fps, factory=args.factory,
                                       device=None if args.device == "cpu" else args.device,
                                       batch_size=args.batch_size, progress=sys.stderr.isatty(), address=args.address)
     elif args.address:
         raise DiffmemError("--address joins a Ray cluster: it needs --engine ray")
     else:
-        rep = build_content_index(args.train, args.out, descriptor=args.descriptor, policy=args.policy,
+        rep = build_content_index(train, args.out, descriptor=args.descriptor, policy=args.policy,
                                   sha256=args.sha256, fps=args.fps, factory=args.factory, device=args.device,
                                   batch_size=args.batch_size, progress=sys.stderr.isatty())
     d = rep.as_dict()

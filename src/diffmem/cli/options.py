@@ -47,3 +47,10 @@ def add_threads(parser, default: int | None = 1) -> None:
            "threads mostly wait on each other" if default == 1 else "default: each library's own choice")
     parser.add_argument("--threads", type=count, default=default, metavar="N",
                         help=f"CPU threads for torch, FAISS and OpenCV ({why})")
+
+
+def add_root(parser) -> None:
+    """--root DIR: where a manifest's relative paths resolve (default: the manifest file's folder)."""
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="folder the manifest's relative media paths resolve against and must stay inside "
+                             "(default: the manifest file's folder), e.g. a CSV in meta/ for videos in /data")

@@ -1,7 +1,7 @@
 """`diffmem prompts TRAIN --out FILE`: curate the prompts most prone to trigger memorization."""
 from __future__ import annotations
 
-from .options import add_threads, count, similarity, unit
+from .options import add_root, add_threads, count, similarity, unit
 
 HELP = "curate memorization-prone prompts from a training set"  # shown by `diffmem --help` without importing the library
 
@@ -30,6 +30,7 @@ def register(sub):
     p.add_argument("--include-singletons", action="store_true",
                    help="with --model: also score the caption of every non-duplicated item")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_root(p)
     add_threads(p)
     p.set_defaults(func=_run)
     return p
@@ -42,7 +43,7 @@ def _run(args) -> int:
     s = run_prompts(args.train, args.out, content=args.content, descriptor=args.descriptor,
                     caption_threshold=args.caption_threshold, content_threshold=args.content_threshold,
                     min_count=args.min_count, top=args.top, model=args.model, detect_seeds=args.detect_seeds,
-                    include_singletons=args.include_singletons, device=args.device)
+                    include_singletons=args.include_singletons, device=args.device, root=args.root)
     entries = read_prompts(args.out)
     print(f"{s['n_prompts']} prompts from {s['n_items']} items ({s['n_skipped']} skipped), ranked by {s['ranking']}")
     for e in entries[:10]:

@@ -361,7 +361,7 @@ def load_manifest(source: str | Path, *, kind: str | None = None, check_files: b
     src = src.resolve()
     if src.is_dir():
         if root is not None and Path(os.path.abspath(root)) != src:
-            raise ValueError("root= applies to manifest files; a folder is its own root")
+            raise BadInputError(src, "a folder is its own root: --root / root= applies to a manifest file")
         b = _Builder(src, kind, check_files)
         _load_folder(src, b)
         return Manifest(b.items, b.skipped, src, src)

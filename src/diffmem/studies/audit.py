@@ -131,7 +131,7 @@ class AuditResult:
 
 
 def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None, sha256=None, threshold=None,
-                      fps=None, factory="Flat", device="cpu", batch_size=64, progress=True):
+                      fps=None, factory="Flat", device="cpu", batch_size=64, progress=True, root=None):
     """(index, descriptor, fps, kind): open a saved content index, or build one from a training set into
     OUT/train_index (resumable)."""
     ref = Path(train_or_index)
@@ -143,7 +143,8 @@ def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None
             raise DiffmemError(f"{ref}: the index samples frames at fps={idx_fps}; audit with the same rate "
                                f"(got --fps {fps}) or build a new index")
         return index, desc, idx_fps, "index"
-    rep = build_content_index(ref, out / "train_index", descriptor=descriptor or "builtin", policy=policy,
+    train = load_manifest(ref, root=root) if root is not None else ref
+    rep = build_content_index(train, out / "train_index", descriptor=descriptor or "builtin", policy=policy,
                               sha256=sha256, fps=DEFAULT_FPS if fps is None else fps, factory=factory,
                               device=device, batch_size=batch_size, progress=progress)
     index, desc = open_content_index(rep.index.folder, descriptor or "builtin", policy=policy, sha256=sha256,
@@ -156,24 +157,25 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
           sha256: str | None = None, threshold: float | None = None, fps: float | None = None,
           factory: str = "Flat", device: Any = "cpu", batch_size: int = 64, progress: bool = True,
           parts: Sequence[AuditPart] = (), report: bool = True, motion: MotionAuditConfig | bool = True,
-          motion_index: str | Path | None = None) -> AuditResult:
+          motion_index: str | Path | None = None, root: str | Path | None = None) -> AuditResult:
     """Audit generated items against a training set or a saved content index; see the module docstring.
 
     descriptor/policy/sha256: as `diffmem.features.load_descriptor` (default: the index's own, or builtin).
     threshold: tau_c (default: the descriptor policy's). fps: frame rate for sampling (default: the
     index's; 8 when building). parts: extra `AuditPart`s after the content part. motion: the motion
     part's `MotionAuditConfig` (True, the default as in the CLI: the default config; False: content only);
-    motion_index: its folder (default OUT/motion_index)."""
+    motion_index: its folder (default OUT/motion_index). root: where the manifests' relative media paths
+    resolve (GENERATED's, and TRAIN's when it is a manifest to index; default: each manifest's folder)."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(generated)  # first: a bad GENERATED path fails before any index is built
+    manifest = load_manifest(generated, root=root)  # first: a bad GENERATED fails before any index is built
     if not manifest.items:
         why = f"; {len(manifest.skipped)} skipped, e.g. {manifest.skipped[0].reason}" if manifest.skipped else ""
         raise BadInputError(generated, f"no generated media item to audit{why}")
     index, desc, fps, ref_kind = resolve_reference(
         train_or_index, out, descriptor=descriptor, policy=policy, sha256=sha256, threshold=threshold, fps=fps,
-        factory=factory, device=device, batch_size=batch_size, progress=progress)
+        factory=factory, device=device, batch_size=batch_size, progress=progress, root=root)
     content = ContentPart(index, desc, desc.threshold if threshold is None else threshold, batch_size)
     if motion is True:
         motion = MotionAuditConfig()

@@ -230,7 +230,7 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
                 caption_threshold: float = 0.8, content_threshold: float | None = None, ngram: int = 4,
                 min_count: int = 2, top: int | None = None, model=None, detect_seeds: int = 2,
                 detect_steps: int = 1, include_singletons: bool = False, device: str | None = None,
-                progress: bool = True) -> dict:
+                root: str | Path | None = None, progress: bool = True) -> dict:
     """Curate prompts from the captioned training set `train` and write them to `out` (JSONL).
 
     Also writes `<out stem>.summary.json` (configuration, counts, environment). Returns the summary.
@@ -246,7 +246,7 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
             descriptor = policy.get("name", descriptor)
     else:
         try:
-            manifest = load_manifest(train)
+            manifest = load_manifest(train, root=root)
             items, skipped = list(manifest.items), list(manifest.skipped)
         except NoPathsError:
             # caption-only metadata (Wen et al.'s prompt JSONL, a LAION parquet of url, caption, key):
