@@ -164,3 +164,16 @@ def test_readme_amg_example_gives_the_cli_samples(tmp_path, monkeypatch):
             triggered += 1
             assert not np.array_equal(x, read_frames(world / path).array)  # AMG changed the plain sample
     assert triggered >= 1  # AMG acted, so the equality above is not plain sampling twice
+
+
+def test_a_folder_with_no_finished_sample_can_be_reused_with_other_settings(setup, capsys):
+    """A run that failed before its first sample (the issue's AnimateDiff frame count) left a
+    generation.json, and the folder was then refused ("other settings") although it held nothing."""
+    model, prompts, out = setup
+    assert _run(model, prompts, out) == 0
+    for f in (out / "samples").iterdir():  # as if the first run had finished no sample
+        f.unlink()
+    assert _run(model, prompts, out, "--guidance", "2.0") == 0
+    assert json.loads((out / "generation.json").read_text())["settings"]["guidance"] == 2.0
+    assert _run(model, prompts, out, "--guidance", "3.0") == 1  # now it holds samples: refused
+    assert "other settings" in capsys.readouterr().err

@@ -92,9 +92,11 @@ def generate(model, prompts, out: str | Path, settings: GenerateConfig = Generat
     gen_path = out / "generation.json"
     if gen_path.is_file():
         old = read_json(gen_path)
-        if {k: old.get(k) for k in identity} != json.loads(json.dumps(to_jsonable(identity))):
+        finished = any(p.is_file() and not p.name.startswith(".") for p in samples_dir.iterdir())
+        if {k: old.get(k) for k in identity} != json.loads(json.dumps(to_jsonable(identity))) and finished:
             raise DiffmemError(f"{out} holds samples made with other settings or another model; "
                                "use another --out (or the same settings to resume)")
+        # a run that finished no sample (e.g. it failed on its first batch) leaves nothing to protect
 
     # Every sample: (row, media path, record path)
     todo, rows = [], []
