@@ -190,3 +190,22 @@ def test_schedulers_built_from_their_arguments_have_the_from_config_config():
         t = int(ref.timesteps[3])
         assert torch.equal(got.step(eps, t, x, generator=torch.Generator().manual_seed(1)).prev_sample,
                            ref.step(eps, t, x, generator=torch.Generator().manual_seed(1)).prev_sample)
+
+
+def test_a_hub_id_resolves_offline_from_the_local_cache_only(tmp_path, monkeypatch):
+    """`org/name` that sits in the local Hugging Face cache loads (was "no such model"); one that does not
+    is a clear error, and nothing is downloaded (no network here or in CI)."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--someorg--tiny-t2v" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    save_tiny(micro(), snap)
+    (cache / "models--someorg--tiny-t2v" / "refs").mkdir(parents=True)
+    (cache / "models--someorg--tiny-t2v" / "refs" / "main").write_text(snap.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    ad = load_adapter("someorg/tiny-t2v")
+    assert ad.kind == "video" and str(snap) in ad.name
+    with pytest.raises(BadInputError, match="not in the local Hugging Face cache"):
+        load_adapter("someorg/not-there")

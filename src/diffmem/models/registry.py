@@ -6,10 +6,13 @@ Accepted specs:
   (`diffmem/models/checkpoints/<name>.json` + `<name>.safetensors`), whose weights are checked
   against the sha256 recorded here;
 - a folder written by `diffmem train` (config.json + model.safetensors);
-- a diffusers pipeline folder (model_index.json) of a supported class, loaded offline.
+- a diffusers pipeline folder (model_index.json) of a supported class, loaded offline;
+- a hub id (`org/name`) whose snapshot is already in the local Hugging Face cache ($HF_HUB_CACHE,
+  $HF_HOME/hub or ~/.cache/huggingface/hub): resolved offline to that folder, never downloaded.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -50,6 +53,8 @@ def load_adapter(spec: str | Path | DenoiserAdapter, device: str | torch.device 
             raise BadInputError(weights, f"the weights of {spec} are not installed")
         return TinyAdapter(load_tiny_files(CHECKPOINTS / f"{name}.json", weights, dev, sha256=BUILTIN[name]), name=spec)
     path = Path(spec).expanduser()
+    if not path.exists() and _HUB_ID.fullmatch(spec):
+        path = hub_cache_folder(spec)
     if not path.exists():
         raise BadInputError(path, "no such model: give builtin:NAME, a `diffmem train` folder or a diffusers pipeline folder")
     if not path.is_dir():
@@ -60,3 +65,21 @@ def load_adapter(spec: str | Path | DenoiserAdapter, device: str | torch.device 
     if cfg.is_file() and FORMAT in cfg.read_text(encoding="utf-8", errors="replace"):
         return TinyAdapter(load_tiny(path, dev), name=str(path))
     raise BadInputError(path, "not a model folder (no model_index.json, no diffmem tiny-model config.json)")
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def hub_cache_folder(repo_id: str) -> Path:
+    """The local snapshot folder of a hub model id, from the Hugging Face cache only (offline: diffmem
+    downloads nothing). BadInputError when the model is not in the cache."""
+    try:
+        from huggingface_hub import snapshot_download  # comes with diffusers
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover
+        raise BadInputError(repo_id, "a hub id needs huggingface_hub to read the local cache") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        raise BadInputError(repo_id, "not a local folder, and not in the local Hugging Face cache (diffmem never "
+                                     "downloads: fetch it with `huggingface-cli download`, or give its folder)") from None
