@@ -82,3 +82,27 @@ def _parsers(name):
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
     acts = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
     return [sub] + [p for a in acts for p in a.choices.values()]
+
+
+def test_every_sampling_command_takes_the_sample_size_and_passes_it_on(monkeypatch):
+    """--frames/--height/--width existed on generate only (reliability/real-models issue)."""
+    from diffmem.cli import detect as cli_detect
+
+    for name in ("generate", "detect", "extract", "amg"):
+        text = " ".join(o for p in _parsers(name) for a in p._actions for o in a.option_strings)
+        assert all(f in text for f in ("--frames", "--height", "--width")), name
+    args = cli.build_parser("detect").parse_args(["detect", "M", "--prompts", "P", "--out", "O", "--frames", "8",
+                                                  "--height", "256", "--width", "320"])
+    s = cli_detect._settings(args, None)
+    assert (s.num_frames, s.height, s.width) == (8, 256, 320)
+    seen = {}
+    import diffmem.studies.extract as ex
+
+    def fake(model, prompts, train, out, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(ex, "run_extract", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["extract", "M", "--prompts", "P", "--train", "T", "--out", "O", "--frames", "8", "--width", "320"])
+    assert (seen["num_frames"], seen["height"], seen["width"]) == (8, None, 320)

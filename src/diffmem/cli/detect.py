@@ -1,10 +1,11 @@
 """`diffmem detect MODEL --prompts FILE --out DIR`: flag memorization-prone prompts from content and motion magnitude."""
 from __future__ import annotations
 
-from .options import add_threads, count, fraction, natural, nonnegative
+from .options import add_sample_size, add_threads, count, fraction, natural, nonnegative
 
 _SETTING_ARGS = {"seeds": "seeds", "steps": "steps", "num_steps": "num_steps", "guidance_scale": "guidance_scale",
-                 "scheduler": "scheduler", "first_seed": "first_seed"}
+                 "scheduler": "scheduler", "first_seed": "first_seed", "frames": "num_frames", "height": "height",
+                 "width": "width"}
 
 
 HELP = "flag memorization-prone prompts at inference time"  # shown by `diffmem --help` without importing the library
@@ -44,6 +45,7 @@ def register(sub):
     p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="score every prompt again")
+    add_sample_size(p)
     add_threads(p)
     p.set_defaults(func=_run)
     return p

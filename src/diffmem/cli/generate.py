@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_threads, count, natural, nonnegative, positive
+from .options import add_sample_size, add_threads, count, natural, nonnegative, positive
 
 HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
 
@@ -37,9 +37,7 @@ def register(sub):
                    help="ddim (default, deterministic), ddpm, or default (the model's own scheduler class)")
     p.add_argument("--eta", type=nonnegative, default=d.eta, help="DDIM eta (default 0)")
     p.add_argument("--negative-prompt", default=d.negative_prompt, help="unconditional prompt (default empty)")
-    p.add_argument("--frames", type=count, default=None, help="frames per video (diffusers video models; default: model's)")
-    p.add_argument("--height", type=count, default=None, help="output height (diffusers models; default: model's)")
-    p.add_argument("--width", type=count, default=None, help="output width (diffusers models; default: model's)")
+    add_sample_size(p)
     p.add_argument("--fps", type=positive, default=None, help="frame rate of written videos (default: model's, else 8)")
     p.add_argument("--format", default=d.video_format, choices=("mp4", "gif", "webm", "avi", "mov"),
                    help="video container (default mp4; image models write png)")

@@ -54,3 +54,11 @@ def add_root(parser) -> None:
     parser.add_argument("--root", default=None, metavar="DIR",
                         help="folder the manifest's relative media paths resolve against and must stay inside "
                              "(default: the manifest file's folder), e.g. a CSV in meta/ for videos in /data")
+
+
+def add_sample_size(parser) -> None:
+    """--frames / --height / --width: the size of the samples a model makes (diffusers models; the tiny
+    models have one size). The same three options wherever a model samples: generate, detect, extract, amg."""
+    parser.add_argument("--frames", type=count, default=None, help="frames per video (diffusers video models; default: the model's)")
+    parser.add_argument("--height", type=count, default=None, help="output height (diffusers models; default: the model's)")
+    parser.add_argument("--width", type=count, default=None, help="output width (diffusers models; default: the model's)")

@@ -65,6 +65,9 @@ class EvalConfig:
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     batch_size: int = 8
     amg: AMGConfig = field(default_factory=AMGConfig)
+    num_frames: int | None = None   # sample size (diffusers models; None = the model's)
+    height: int | None = None
+    width: int | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -92,7 +95,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     size = int(probe.shape[-2])
     log(f"training reference from {index} (cached in {out / 'cache'})")
     training = TrainingReference.build(index, fps=fps, size=size, cache=out / "cache", progress=progress)
-    settings = GenerateConfig(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance)
+    settings = GenerateConfig(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance,
+                              num_frames=config.num_frames, height=config.height, width=config.width)
     specs = [{"id": e.id, "prompt": e.prompt, "group": e.group} for e in entries]
     roles = {e.id: (e.evidence or {}).get("role") for e in entries}
 

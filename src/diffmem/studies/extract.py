@@ -63,7 +63,8 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
                 guidance: float = 7.5, top: int | None = None, motion: bool = True, batch_size: int = 8,
                 examples: int = 12, label_min_rate: float = 0.0, descriptor=None, threshold: float | None = None,
                 device=None, progress: bool = True, log=None, engine: str = "local",
-                address: str | None = None) -> dict:
+                address: str | None = None, num_frames: int | None = None, height: int | None = None,
+                width: int | None = None) -> dict:
     """The extraction study (see the module docstring): generate `n` samples per prompt (seeds
     seed..seed+n-1), audit them against `train_or_index`, tabulate; resumable at every step.
 
@@ -79,7 +80,8 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     entries = as_prompt_entries(prompts)
     if top is not None:
         entries = entries[:top]
-    settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance)
+    settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, num_frames=num_frames, height=height,
+                              width=width)
     specs = entries
     say = log or (lambda msg: None)
 
