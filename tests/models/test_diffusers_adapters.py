@@ -113,3 +113,16 @@ def test_not_a_pipeline_folder_is_a_clear_error(tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     with pytest.raises(BadInputError, match="FluxPipeline is not supported"):
         load_diffusers(tmp_path)
+
+
+def test_animatediff_frames_beyond_its_motion_adapter_are_a_clear_error(tiny_pipeline_factory):
+    """The motion adapter here learned 8 frame positions; the default 16 crashed inside the UNet with a
+    raw traceback (real-models issue). Now: one error naming the limit, before any sampling."""
+    from diffmem.errors import BadInputError
+    from diffmem.models import load_adapter
+
+    _, folder = tiny_pipeline_factory("AnimateDiffPipeline")
+    ad = load_adapter(folder)
+    assert ad.latent_shape(num_frames=8)[1] == 8
+    with pytest.raises(BadInputError, match="at most 8 frames"):
+        ad.latent_shape()  # the default, 16

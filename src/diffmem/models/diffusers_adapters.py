@@ -119,7 +119,14 @@ class DiffusersAdapter(DenoiserAdapter):
         w = (width or default) // self.vae_scale_factor
         c = int(self.unet.config.in_channels)
         if self.kind == "video":
-            return (c, int(num_frames or _DEFAULT_FRAMES[self.pipeline_class]), h, w)
+            frames = int(num_frames or _DEFAULT_FRAMES[self.pipeline_class])
+            # an AnimateDiff motion module has learned positions for at most this many frames
+            most = getattr(self.unet.config, "motion_max_seq_length", None)
+            if most is not None and frames > int(most):
+                raise BadInputError(self.name or self.pipeline_class,
+                                    f"its motion adapter takes at most {most} frames (motion_max_seq_length); "
+                                    f"asked for {frames}: pass --frames {most} or fewer")
+            return (c, frames, h, w)
         return (c, h, w)
 
 
