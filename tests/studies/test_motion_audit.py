@@ -328,3 +328,32 @@ def test_audit_command_line_motion_flags():
                                             "--motion-threshold", "0.8"]))
     assert (cfg.policy.flow.backend, cfg.policy.k, cfg.nmf.tau_m) == ("farneback", 3, 0.8)
     assert _motion_config(parser.parse_args(["audit", "g", "t", "--out", "o", "--no-motion"])) is False  # content only
+
+
+def test_a_low_frame_rate_copy_is_audited_at_its_own_rate(tmp_path):
+    """A 4 fps sample of an 8 fps training clip's motion, in another appearance. At the policy's 8 fps every
+    frame repeats, so every other flow is zero and the windows cannot match; the audit now compares motion
+    at the sample's own rate (performance issue, item 3; `diffmem extract` already did)."""
+    from diffmem.data.manifest import Item
+    from diffmem.io.video import write_video
+    from diffmem.studies.audit import audit
+    from diffmem.studies.motion_audit import at_rate, lowest_rate
+    from diffmem.world import ClipSpec, load_sprite, load_texture, render_clip, texture_side
+
+    spec = ClipSpec.make("cat", "bricks", "bounce", "right", size=64, n_frames=16, fps=8.0)
+    (tmp_path / "train").mkdir()
+    write_video(tmp_path / "train" / "bounce.mp4", render_clip(spec), fps=8)
+    for j, bg in enumerate(("grass", "stars", "gravel")):  # other motions, so the bounce stays specific
+        write_video(tmp_path / "train" / f"pan{j}.mp4", render_clip(ClipSpec.make(None, bg, "pan", "left", size=64,
+                                                                                  n_frames=16, fps=8.0)), fps=8)
+    sp = load_sprite(spec.sprite, spec.sprite_instance)
+    other = render_clip(spec, sprite_override=np.dstack([1 - sp.rgb, sp.alpha]),
+                        background_override=load_texture("stars", texture_side(spec.size)))
+    (tmp_path / "gen").mkdir()
+    write_video(tmp_path / "gen" / "copy4fps.mp4", other[::2], fps=4)  # the same motion, every other frame
+    assert lowest_rate([Item("c", tmp_path / "gen" / "copy4fps.mp4")]) == pytest.approx(4.0)
+    assert at_rate(MotionAuditConfig(), 4.0).policy.fps == 4.0 and at_rate(MotionAuditConfig(), 12.0) == MotionAuditConfig()
+    res = audit(tmp_path / "gen", tmp_path / "train", tmp_path / "out", progress=False, report=False)
+    rec = res.items[0]
+    assert res.config["motion"]["policy"]["fps"] == 4.0
+    assert rec["motion_memorized"] and rec["motion_match"]["train_id"] == "bounce", rec.get("motion_score")

@@ -45,7 +45,7 @@ from ..io.lock import writes_folder
 from ..io.results import environment, read_json, write_json, write_parquet, write_text
 from ..metrics.content import copy_table, score_item
 from .audit_report import render_report
-from .motion_audit import MotionAuditConfig, motion_part
+from .motion_audit import MotionAuditConfig, lowest_rate, motion_part
 
 VERDICTS = ("content", "motion", "both", "none")
 
@@ -180,7 +180,8 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     if motion is True:
         motion = MotionAuditConfig()
     if motion:
-        parts = [motion_part(index, out, motion, motion_index=motion_index, progress=progress), *parts]
+        parts = [motion_part(index, out, motion, motion_index=motion_index, gen_fps=lowest_rate(manifest.items),
+                             progress=progress), *parts]
     all_parts: list[AuditPart] = [content, *parts]
 
     config = {

@@ -20,7 +20,6 @@ Motion is audited at the lower of the motion policy's rate and the generated vid
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +34,7 @@ from .extract_report import clip_pairs, extract_report, train_lookup
 from .extract_tables import samples_table, tabulate
 from .generate import GenerateConfig, generate
 from .generate_ray import generate_ray
-from .motion_audit import MotionAuditConfig, motion_part
+from .motion_audit import MotionAuditConfig, at_rate, motion_part
 
 __all__ = ["run_extract"]
 
@@ -44,15 +43,9 @@ _LABEL_FIELDS = {"rate_extracted": "rate_extracted", "id": "prompt_id", "group":
 
 
 def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool) -> tuple[list, str, float | None]:
-    """([motion audit part], status, tau_m): the motion audit's part for the generated videos' rate.
-
-    Motion is compared at the lower of the motion policy's rate and the generated videos' own rate:
-    sampling a 4 fps video at 8 fps repeats every frame, so every other flow would be zero and no
-    window could match a training window, however exact the copy.
-    """
-    cfg = MotionAuditConfig()
-    if gen_fps and cfg.policy.fps and gen_fps < cfg.policy.fps:
-        cfg = replace(cfg, policy=replace(cfg.policy, fps=float(gen_fps)))
+    """([motion audit part], status, tau_m): the motion audit's part at the generated videos' rate
+    (`motion_audit.at_rate`), its index kept beside the audit, named by its policy."""
+    cfg = at_rate(MotionAuditConfig(), gen_fps)
     part = motion_part(content_index, out, cfg, motion_index=out / f"motion_index_{cfg.policy.fingerprint}",
                        progress=progress)
     return [part], f"audited at {cfg.policy.fps:g} fps", float(cfg.nmf.tau_m)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -33,6 +33,7 @@ from ..flow.visualize import colour_wheel, flow_to_rgb
 from ..index.content import content_items
 from ..index.motion import MotionIndex, build_motion_index, check_motion_policy
 from ..io.html import esc, gif_data_uri, img, png_data_uri
+from ..io.video import probe
 from ..metrics.motion import MotionMatch, MotionResult, NMFConfig, assess_window, duplicate_groups, summarize
 
 
@@ -193,15 +194,40 @@ class MotionPart:
         return motion_match_html(record, gen, train, self.policy)
 
 
-def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None = None, *,
-                motion_index: str | Path | None = None, progress: bool = False) -> MotionPart:
-    """The motion part for an audit against `content_index`: the training videos it holds are indexed
-    into `motion_index` (default OUT/motion_index; resumed / reused when present) and grouped by content
-    near-duplication (`content_duplicate_groups`)."""
+def at_rate(config: MotionAuditConfig, fps: float | None) -> MotionAuditConfig:
+    """The config for generated videos of `fps` frames per second: motion is compared at the lower of the
+    policy's rate and theirs. Sampling a 4 fps video at 8 fps repeats every frame, so every other flow would
+    be zero and no window could match a training window, however exact the copy."""
+    if fps and config.policy.fps and fps < config.policy.fps:
+        return replace(config, policy=replace(config.policy, fps=float(fps)))
+    return config
 
-    config = config or MotionAuditConfig()
+
+def lowest_rate(items) -> float | None:
+    """The lowest frame rate among the video items (read from their headers); None if there is none."""
+    rates = []
+    for it in items:
+        if it.kind != "video":
+            continue
+        try:
+            rates.append(float(probe(it.path).fps))
+        except BadInputError:
+            continue  # the audit reports it when it reads it
+    return min((r for r in rates if r > 0), default=None)
+
+
+def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None = None, *,
+                motion_index: str | Path | None = None, gen_fps: float | None = None,
+                progress: bool = False) -> MotionPart:
+    """The motion part for an audit against `content_index`, at the generated videos' rate `gen_fps` when
+    it is lower than the policy's (`at_rate`): the training videos it holds are indexed into `motion_index`
+    (default OUT/motion_index, or OUT/motion_index_<policy fingerprint> at another rate; resumed / reused
+    when present) and grouped by content near-duplication (`content_duplicate_groups`)."""
+    given = config or MotionAuditConfig()
+    config = at_rate(given, gen_fps)
     items = content_items(content_index)
-    folder = Path(motion_index) if motion_index is not None else Path(out) / "motion_index"
+    default = "motion_index" if config == given else f"motion_index_{config.policy.fingerprint}"
+    folder = Path(motion_index) if motion_index is not None else Path(out) / default
     index, _ = build_motion_index(items, folder, config.policy, progress=progress)
     groups = content_duplicate_groups(content_index, config.dup_threshold)
     return MotionPart(index, config, groups, fps=content_index.config.get("fps"),
