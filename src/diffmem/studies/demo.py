@@ -38,7 +38,7 @@ from ..io.results import environment, write_json, write_text
 from ..world import load_ground_truth, make_world
 from .amg import EvalConfig, evaluate_amg
 from .demo_report import demo_report
-from .demo_result import DemoResult, Stage, StageSkipped, _fmtv, _pct
+from .demo_result import DemoResult, Stage, StageSkipped, pct_text, value_text
 from .demo_settings import (
     MODEL_STAGES,
     SETTINGS_FILE,
@@ -173,10 +173,10 @@ def _prompts(r: DemoRun, st: Stage) -> None:
     write_prompts(pdir / "study.jsonl", r.study)
     groups = dict(Counter(e.group for e in r.study))
     st.result = (f"{s['n_prompts']} curated; duplicated sources among the top {k}: "
-                 f"{rec['recalled']}/{rec['groups']} ({_pct(rec['recall'])}); with caption-only duplicates, top "
+                 f"{rec['recalled']}/{rec['groups']} ({pct_text(rec['recall'])}); with caption-only duplicates, top "
                  f"{rec_all['top']}: {rec_all['recalled']}/{rec_all['groups']}; study set {len(r.study)} prompts")
     st.headline = (f"the top {k} of {s['n_prompts']} curated prompts cover {rec['recalled']} of the world's "
-                   f"{rec['groups']} duplicated training sources ({_pct(rec['recall'])})")
+                   f"{rec['groups']} duplicated training sources ({pct_text(rec['recall'])})")
     st.detail = {"recall_duplicated": rec, "recall_duplicated_and_captions": rec_all, "study_groups": groups,
                  "curated": str(pdir / "curated.jsonl"), "study": str(pdir / "study.jsonl")}
 
@@ -189,11 +189,11 @@ def _extract(r: DemoRun, st: Stage) -> None:
                     steps=r.sampler["steps"], guidance=r.sampler["guidance"], progress=r.progress, log=r.say)
     o = s["overall"]
     st.result = (f"{o['n_train_extracted']} training items extracted by {o['n_extracted_samples']}/{o['n_samples']} "
-                 f"samples ({_pct(o['rate_extracted'])}; content {_pct(o['rate_content'])}, motion "
-                 f"{_pct(o['rate_motion'])}, both {_pct(o['rate_both'])}); {s['n_memorized_prompts']}/"
+                 f"samples ({pct_text(o['rate_extracted'])}; content {pct_text(o['rate_content'])}, motion "
+                 f"{pct_text(o['rate_motion'])}, both {pct_text(o['rate_both'])}); {s['n_memorized_prompts']}/"
                  f"{s['n_labelled']} prompts extracted something")
     st.headline = (f"{o['n_train_extracted']} training items extracted: {o['n_extracted_samples']} of "
-                   f"{o['n_samples']} samples ({_pct(o['rate_extracted'])}) copy one, from "
+                   f"{o['n_samples']} samples ({pct_text(o['rate_extracted'])}) copy one, from "
                    f"{s['n_memorized_prompts']} of {s['n_labelled']} prompts")
     st.detail = {"overall": {k: v for k, v in o.items() if k != "train_extracted"},
                  "by_group": {g: {k: v for k, v in b.items() if k != "train_extracted"}
@@ -221,7 +221,7 @@ def _detect(r: DemoRun, st: Stage) -> None:
         parts = [f"{k} AUC {ev[k]['auc']:.3f}" for k in ev if "auc" in ev[k]]
         tpr = ev[best].get("tpr@1%fpr") if best else None
         st.result = (f"{len(lab)} prompts ({n_mem} memorized by the audit): " + ", ".join(parts)
-                     + (f"; TPR@1%FPR ({best}) {_pct(tpr)}" if tpr is not None else "")
+                     + (f"; TPR@1%FPR ({best}) {pct_text(tpr)}" if tpr is not None else "")
                      + f"; {settings.denoiser_evals_per_prompt()} denoiser calls per prompt")
         aucs = " / ".join(f"{k} {ev[k]['auc']:.2f}" for k in ev if "auc" in ev[k])
         st.headline = (f"AUC {aucs} (0.5 = chance) on {n_mem} prompts that extracted vs "
@@ -250,9 +250,9 @@ def _amg(r: DemoRun, st: Stage) -> None:
     names = {"dup_content_memorized_pct": "% content-memorized", "all_motion_memorized_pct": "% motion-memorized",
              "top5": "Top-5% score", "quality": f"quality ({b.get('quality_metric', 'FD')})"}
     st.result = (f"{len(entries)} memorized prompts x {r.amg_n} samples, plain -> AMG: "
-                 + "; ".join(f"{names.get(k, k)} {_fmtv(b.get(k))} -> {_fmtv(f.get(k))}" for k in _amg_keys(b)))
+                 + "; ".join(f"{names.get(k, k)} {value_text(b.get(k))} -> {value_text(f.get(k))}" for k in _amg_keys(b)))
     keys = [k for k in _amg_keys(b) if k != "quality"][:1] + [k for k in _amg_keys(b) if k == "quality"]
-    st.headline = ("without -> with AMG: " + ", ".join(f"{names.get(k, k)} {_fmtv(b.get(k))} -> {_fmtv(f.get(k))}"
+    st.headline = ("without -> with AMG: " + ", ".join(f"{names.get(k, k)} {value_text(b.get(k))} -> {value_text(f.get(k))}"
                                                          for k in keys)
                    + f" ({len(entries)} memorized prompts x {r.amg_n} samples)")
 

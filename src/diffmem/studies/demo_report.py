@@ -10,7 +10,7 @@ from ..data.prompts import read_prompts
 from ..detect.evaluate import roc_curves
 from ..io.figures import roc_figure
 from ..io.html import clip_data_uri, esc, figure_png, img, page, table
-from .demo_result import DemoResult, Stage, _fmtv, _pct
+from .demo_result import DemoResult, Stage, pct_text, value_text
 from .extract_report import examples_from, pairs_html
 
 # What each prompt group of the study is (the world's groups, see `diffmem.world`), for the report.
@@ -72,8 +72,8 @@ def demo_report(result: DemoResult, out: Path) -> str:
                 "training items extracted"]
         body = []
         for g, b in [*ex.detail["by_group"].items(), ("all", ex.detail["overall"])]:
-            body.append([g, GROUP_NOTES.get(g, ""), b["n_prompts"], b["n_samples"], _pct(b["rate_content"]),
-                         _pct(b["rate_motion"]), _pct(b["rate_both"]), _pct(b["rate_extracted"]),
+            body.append([g, GROUP_NOTES.get(g, ""), b["n_prompts"], b["n_samples"], pct_text(b["rate_content"]),
+                         pct_text(b["rate_motion"]), pct_text(b["rate_both"]), pct_text(b["rate_extracted"]),
                          b["n_train_extracted"]])
         parts.append("<h2>Extraction by prompt group</h2><p>" + esc(ex.result) + ".</p><p>Share of generated "
                      "samples the audit finds copying a training item: by appearance (content), by movement "
@@ -115,7 +115,7 @@ def demo_report(result: DemoResult, out: Path) -> str:
             tab = am.detail["table"]
             keys = ["variant"] + [k for k in tab[0] if k != "variant" and k in AMG_COLUMNS
                                   and any(r.get(k) is not None for r in tab)]
-            body = [[VARIANT_NAMES.get(r.get("variant"), r.get("variant"))] + [_fmtv(r.get(k)) for k in keys[1:]]
+            body = [[VARIANT_NAMES.get(r.get("variant"), r.get("variant"))] + [value_text(r.get(k)) for k in keys[1:]]
                     for r in tab]
             parts.append("<p>The same memorized prompts and seeds, sampled plainly and with AMG. " + esc(am.result)
                          + ".</p>" + table([AMG_COLUMNS.get(k, k) for k in keys], body) + _amg_frames(out / "amg"))

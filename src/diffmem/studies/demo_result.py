@@ -60,11 +60,11 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def _pct(v) -> str:
+def pct_text(v) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
 
-def _fmtv(v) -> str:
+def value_text(v) -> str:
     if v is None:
         return "-"
     return f"{v:.3g}" if isinstance(v, float) else str(v)
