@@ -27,6 +27,7 @@ BASE = {
     "prompts": ["prompts", "T", "--out", "O"], "extract": ["extract", "M", "--prompts", "P", "--train", "T", "--out", "O"],
     "demo": ["demo"],
 }
+BASE_BY_ACTION = {"diffmem world evaluate": ["world", "evaluate", "M", "--world", "W", "--out", "O"]}
 
 
 def _numeric_actions(command):
@@ -48,6 +49,8 @@ def _numeric_actions(command):
 
 
 CASES = [(c, opt, v) for c in _SUBCOMMANDS for opt, v, _ in _numeric_actions(c)]
+# the parser (command and action) each case's option belongs to: options of one name may be in two actions
+PROGS = [p.prog for c in _SUBCOMMANDS for _, _, p in _numeric_actions(c)]
 
 
 def test_every_numeric_option_has_a_checked_type():
@@ -56,10 +59,11 @@ def test_every_numeric_option_has_a_checked_type():
     assert len(CASES) >= 60  # the walk found the options
 
 
-@pytest.mark.parametrize("command, option, validator", CASES, ids=[f"{c} {o}" for c, o, _ in CASES])
-def test_bad_values_are_refused_naming_the_option(command, option, validator, capsys):
+@pytest.mark.parametrize("command, option, validator, prog", [(*c, p) for c, p in zip(CASES, PROGS)],
+                         ids=[f"{p.removeprefix('diffmem ')} {o}" for (_, o, _), p in zip(CASES, PROGS)])
+def test_bad_values_are_refused_naming_the_option(command, option, validator, prog, capsys):
     for value in ALWAYS_BAD + BAD.get(validator, []):
-        argv = BASE[command] + [option, value]
+        argv = BASE_BY_ACTION.get(prog, BASE[command]) + [option, value]
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
         err = capsys.readouterr().err

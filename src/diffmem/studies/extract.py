@@ -42,12 +42,13 @@ __all__ = ["run_extract"]
 _LABEL_FIELDS = {"rate_extracted": "rate_extracted", "id": "prompt_id", "group": "group"}
 
 
-def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool) -> tuple[list, str, float | None]:
+def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool,
+                  motion_index: Path | None = None) -> tuple[list, str, float | None]:
     """([motion audit part], status, tau_m): the motion audit's part at the generated videos' rate
-    (`motion_audit.at_rate`), its index kept beside the audit, named by its policy."""
+    (`motion_audit.at_rate`), its index `motion_index` (default: beside the audit, named by its policy)."""
     cfg = at_rate(MotionAuditConfig(), gen_fps)
-    part = motion_part(content_index, out, cfg, motion_index=out / f"motion_index_{cfg.policy.fingerprint}",
-                       progress=progress)
+    folder = motion_index if motion_index is not None else out / f"motion_index_{cfg.policy.fingerprint}"
+    part = motion_part(content_index, out, cfg, motion_index=folder, progress=progress)
     return [part], f"audited at {cfg.policy.fps:g} fps", float(cfg.nmf.tau_m)
 
 
@@ -57,11 +58,13 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
                 examples: int = 12, label_min_rate: float = 0.0, descriptor=None, threshold: float | None = None,
                 device=None, progress: bool = True, log=None, engine: str = "local",
                 address: str | None = None, num_frames: int | None = None, height: int | None = None,
-                width: int | None = None) -> dict:
+                width: int | None = None, motion_index: str | Path | None = None) -> dict:
     """The extraction study (see the module docstring): generate `n` samples per prompt (seeds
     seed..seed+n-1), audit them against `train_or_index`, tabulate; resumable at every step.
 
     engine "ray": the generation runs as a Ray sweep (`generate_ray`; `address` joins a cluster).
+    motion_index: the training clips' motion index folder, built there if missing and reused when present
+    (default OUT/audit/motion_index_<policy>): several studies against one training set share one.
 
     prompts: a prompt file (`read_prompts`) or PromptEntry list; `top` keeps the first `top` prompts.
     Writes OUT/extract.parquet (per prompt), OUT/samples.parquet (per sample), OUT/extract.json,
@@ -97,7 +100,8 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     index, _, _, ref_kind = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
                                               threshold=threshold, device=device or "cpu", progress=progress)
     reference = train_or_index if ref_kind == "index" else index.folder
-    parts, motion_status, tau_m = (_motion_parts(index, out / "audit", gen_fps=gen.get("fps"), progress=progress)
+    parts, motion_status, tau_m = (_motion_parts(index, out / "audit", gen_fps=gen.get("fps"), progress=progress,
+                                                  motion_index=Path(motion_index) if motion_index else None)
                                    if motion else ([], "off", None))
     res = audit(out / "generated" / "manifest.parquet", reference, out / "audit", descriptor=descriptor,
                 threshold=threshold, parts=parts, motion=False, progress=progress, device=device or "cpu")
@@ -112,9 +116,11 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
 
     train_paths, train_captions = train_lookup(res, samples)
     pairs = clip_pairs(samples, train_paths, train_captions, limit=examples)
-    # labels.jsonl: one row per prompt id; a prompt's last row with samples gives its label
-    labels = labels_from_audit_counts(per_prompt.to_dict("records"), out / "extract.parquet", min_rate=label_min_rate,
-                                      pool=False, fields=_LABEL_FIELDS)
+    # labels.jsonl: one row per prompt id; a prompt's last row with samples gives its label. The empty
+    # prompt (unconditional samples) has none: detection has no text to score.
+    labels = labels_from_audit_counts([r for r in per_prompt.to_dict("records") if str(r.get("prompt") or "").strip()],
+                                      out / "extract.parquet", min_rate=label_min_rate, pool=False,
+                                      fields=_LABEL_FIELDS)
 
     config = {"model": gen.get("model"), "generation": settings.as_dict(), "prompts": str(prompts) if isinstance(prompts, (str, Path)) else "given in code",
               "n_prompts": len(entries), "top": top, "train_or_index": str(train_or_index),

@@ -75,7 +75,6 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError
@@ -84,12 +83,13 @@ from ..io.image import write_image
 from ..io.lock import LOCK_NAME, writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from ..io.video import write_video
-from .assets import BACKGROUNDS, SPRITES, n_instances
-from .clips import COMMON_MOTIONS, DIRECTIONS, MOTIONS, SIGNATURE_MOTIONS, ClipSpec, caption_of, render_clip
+from .assets import BACKGROUNDS, SPRITES
+from .clips import MOTIONS, SIGNATURE_MOTIONS, ClipSpec, render_clip
+from .plan import Source, plan_v1, prompts_v1
+from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2
 
 FORMAT = "diffmem-world/1"
 _MARKER = ".diffmem-world.json"
-_MOVING = ("linear", "circle", "zigzag", "zoom_in", "zoom_out")  # motions of duplicated / novel clips
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,14 @@ SIZES = {
                        (12, 4), (8, 8, 4, 4), 100, 24, 16, 2),
     "medium": WorldSize("medium", 96, 16, 8.0, SPRITES, BACKGROUNDS, (50, 50, 25, 25, 10, 10, 5, 5, 2, 2),
                         (25, 10, 5), (16, 16, 8, 8, 4, 4), 640, 44, 48, 3),
+    # version 2: 1481 files, 73 of them (4.9 %) copies of 7 duplicated sources (plan_v2)
+    "large": WorldSizeV2("large", 64, 16, 8.0, SPRITES, BACKGROUNDS, (24, 16, 12, 8, 3), (6, 4), (3, 3, 3, 3),
+                         1250, 140, 24, 4),
 }
+
+
+def _format(cfg) -> str:
+    return FORMAT_V2 if getattr(cfg, "version", 1) == 2 else FORMAT
 
 
 @dataclass
@@ -152,250 +159,10 @@ class WorldSummary:
                 f"  time        {self.seconds:.1f} s")
 
 
-# ---- planning: which sources exist, their captions, roles and copy counts -------------------------
-
-@dataclass
-class _Source:
-    key: tuple  # (sprite, background, motion, caption direction) or (sprite, background, "image", "")
-    role: str  # duplicated | caption_duplicated | unique
-    copies: int
-    spec: ClipSpec | None = None
-    name: str = ""
-    ids: list = field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        return "image" if self.key[2] == "image" else "video"
-
-    @property
-    def caption(self) -> str:
-        s, b, m, d = self.key
-        return caption_of(s, b, "static" if m == "image" else m, d, image=m == "image")
-
-
-def _video_keys(cfg: WorldSize) -> list[tuple]:
-    keys = []
-    for s in cfg.sprites:
-        for b in cfg.backgrounds:
-            for m in COMMON_MOTIONS:
-                for d in (DIRECTIONS[m] if m in ("linear", "pan") else ("",)):
-                    keys.append((s, b, m, d))
-    for b in cfg.backgrounds:
-        keys.append((None, b, "static", ""))
-        keys.extend((None, b, "pan", d) for d in DIRECTIONS["pan"])
-    return keys
-
-
-def _u(rng, lo, hi) -> float:
-    return round(float(rng.uniform(lo, hi)), 4)
-
-
-def _random_spec(rng: np.random.Generator, key: tuple, cfg: WorldSize) -> ClipSpec:
-    """Draw the free parameters of a clip with this caption key (start, size, trajectory, texture crop)."""
-    sprite, bg, motion, cap_dir = key
-    image = motion == "image"
-    motion = "static" if image else motion
-    p: dict = {"scale": _u(rng, 0.32, 0.42)}
-    direction = cap_dir
-    if motion == "static":
-        p.update(cx=_u(rng, 0.3, 0.7), cy=_u(rng, 0.3, 0.7))
-    elif motion == "linear":
-        p.update(length=_u(rng, 0.4, 0.55), cx=_u(rng, 0.3, 0.7), cy=_u(rng, 0.3, 0.7))
-        if direction in ("right", "left"):
-            p["cx"] = _u(rng, 0.45, 0.55)
-        else:
-            p["cy"] = _u(rng, 0.45, 0.55)
-    elif motion == "circle":
-        direction = str(rng.choice(DIRECTIONS["circle"]))
-        p.update(cx=_u(rng, 0.42, 0.58), cy=_u(rng, 0.42, 0.58), radius=_u(rng, 0.16, 0.24), phase=_u(rng, 0, 6.2832))
-    elif motion == "zigzag":
-        direction = str(rng.choice(DIRECTIONS["zigzag"]))
-        p.update(cx=_u(rng, 0.45, 0.55), cy=_u(rng, 0.45, 0.55), length=_u(rng, 0.4, 0.55),
-                 amplitude=_u(rng, 0.1, 0.18), cycles=_u(rng, 1.5, 2.5))
-    elif motion in ("zoom_in", "zoom_out"):
-        p.update(cx=_u(rng, 0.4, 0.6), cy=_u(rng, 0.4, 0.6), lo=_u(rng, 0.4, 0.6), hi=_u(rng, 1.3, 1.6), scale=_u(rng, 0.3, 0.36))
-    elif motion == "pan":
-        length = _u(rng, 0.4, 0.6)
-        dx = {"right": 1, "left": -1}.get(direction, 0)
-        dy = {"down": 1, "up": -1}.get(direction, 0)
-        # the sprite rides on the background: start it so that it crosses the middle of the view
-        p.update(length=length, cx=round(0.5 + 0.5 * length * dx + (0 if dx else _u(rng, -0.2, 0.2)), 4),
-                 cy=round(0.5 + 0.5 * length * dy + (0 if dy else _u(rng, -0.2, 0.2)), 4))
-    elif motion == "loop":
-        direction = str(rng.choice(DIRECTIONS["loop"]))
-        p.update(cx=_u(rng, 0.45, 0.55), cy=_u(rng, 0.45, 0.55), width=_u(rng, 0.22, 0.28),
-                 height=_u(rng, 0.13, 0.18), phase=_u(rng, 0, 6.2832))
-    elif motion == "bounce":
-        direction = str(rng.choice(DIRECTIONS["bounce"]))
-        p.update(cx=_u(rng, 0.45, 0.55), cy=_u(rng, 0.72, 0.8), length=_u(rng, 0.4, 0.55),
-                 height=_u(rng, 0.3, 0.4), bounces=float(rng.choice([2.0, 3.0])))
-    elif motion == "spiral":
-        direction = str(rng.choice(DIRECTIONS["spiral"]))
-        p.update(cx=_u(rng, 0.45, 0.55), cy=_u(rng, 0.45, 0.55), r0=_u(rng, 0.02, 0.06), r1=_u(rng, 0.24, 0.3),
-                 turns=_u(rng, 1.5, 2.5), phase=_u(rng, 0, 6.2832))
-    if sprite is None:
-        p = {k: v for k, v in p.items() if k == "length"}
-    instance = int(rng.integers(n_instances(sprite))) if sprite else 0
-    return ClipSpec(sprite, bg, motion, direction, sprite_instance=instance, params=tuple(p.items()),
-                    bg_x=_u(rng, 0, 1), bg_y=_u(rng, 0, 1), n_frames=1 if image else cfg.n_frames,
-                    size=cfg.px, fps=cfg.fps)
-
-
-def _motion_part(key: tuple) -> tuple:
-    return key[2], key[3]
-
-
-def _interleave(keys: list[tuple], rng) -> list[tuple]:
-    """Shuffled keys, motions taking turns: every prefix of the pool mixes all motions evenly
-    (linear motions and pans have four captions per appearance, the others one)."""
-    keys = list(keys)
-    rng.shuffle(keys)
-    by_motion = defaultdict(list)
-    for k in keys:
-        by_motion[k[2]].append(k)
-    order = sorted(by_motion)
-    rng.shuffle(order)
-    out = []
-    while len(out) < len(keys):
-        for m in order:
-            if by_motion[m]:
-                out.append(by_motion[m].pop())
-    return out
-
-
-def _plan(seed: int, cfg: WorldSize):
-    rng = np.random.default_rng(seed)
-    pool = _interleave(_video_keys(cfg), rng)
-    moving = [k for k in pool if k[0] is not None and k[2] in _MOVING]
-    n_reserve = 3 * cfg.n_novel  # candidates for novel prompts, kept out of training
-    reserved = moving[:n_reserve]
-    taken = set(reserved)
-    sources: list[_Source] = []
-
-    def take(pred) -> tuple | None:
-        for k in pool:
-            if k not in taken and pred(k):
-                taken.add(k)
-                return k
-        return None
-
-    # duplicated videos: groups 0, 2, 4 carry the signature motions, the others a common moving motion
-    apps = [(s, b) for s in cfg.sprites for b in cfg.backgrounds]
-    for j, count in enumerate(cfg.video_dup_counts):
-        if j % 2 == 0 and j // 2 < len(SIGNATURE_MOTIONS):
-            s, b = apps[int(rng.integers(len(apps)))]
-            key = (s, b, SIGNATURE_MOTIONS[j // 2], "")
-        else:
-            key = take(lambda k: k[0] is not None and k[2] in _MOVING)
-        sources.append(_Source(key, "duplicated", count))
-    for count in cfg.caption_dup_counts:
-        key = take(lambda k: k[0] is not None and k[2] in _MOVING)
-        sources.extend(_Source(key, "caption_duplicated", 1) for _ in range(count))
-    # unique videos: first cover every sprite, background and motion, so that novel prompts are recognisable
-    covered = set()
-    for src in sources:
-        covered |= {src.key[0], src.key[1], _motion_part(src.key)}
-    uniques = []
-    for k in pool:
-        if len(uniques) >= cfg.n_unique_videos:
-            break
-        parts = {k[0], k[1], _motion_part(k)} - {None}
-        if k not in taken and not parts <= covered:
-            taken.add(k)
-            uniques.append(k)
-            covered |= parts
-    uniques += [k for k in pool if k not in taken][:cfg.n_unique_videos - len(uniques)]
-    # more unique clips than captions: captions repeat (recorded in shared_captions), never those of the
-    # duplicate groups, caption groups or reserved novel prompts
-    grouped = {s.key for s in sources}
-    allowed = [k for k in pool if k not in grouped and k not in reserved]
-    uniques += [allowed[i % len(allowed)] for i in range(cfg.n_unique_videos - len(uniques))]
-    sources.extend(_Source(k, "unique", 1) for k in uniques)
-    # images
-    img_keys = [(s, b, "image", "") for s in cfg.sprites for b in cfg.backgrounds]
-    rng.shuffle(img_keys)
-    for j, count in enumerate(cfg.image_dup_counts):
-        sources.append(_Source(img_keys[j % len(img_keys)], "duplicated", count))
-    n_dup = len(cfg.image_dup_counts)
-    for j in range(cfg.n_unique_images):
-        sources.append(_Source(img_keys[n_dup + j % (len(img_keys) - n_dup)], "unique", 1))
-    for src in sources:
-        src.spec = _random_spec(rng, src.key, cfg)
-    # ids: shuffle all files so copies are not adjacent; ids carry no hint of duplication
-    files = [(i, c) for i, src in enumerate(sources) for c in range(src.copies)]
-    order = rng.permutation(len(files))
-    n_vid = n_img = 0
-    for pos in order:
-        i, _ = files[pos]
-        src = sources[i]
-        if src.kind == "video":
-            src.ids.append(f"vid{n_vid:04d}")
-            n_vid += 1
-        else:
-            src.ids.append(f"img{n_img:04d}")
-            n_img += 1
-    for i, src in enumerate(sources):
-        src.name = f"src{i:04d}"
-    return sources, reserved, rng
-
-
-def _prompts(sources: list[_Source], reserved: list[tuple], rng, cfg: WorldSize):
-    train_keys = {s.key for s in sources}
-    video = [s for s in sources if s.kind == "video"]
-    seen_parts = {s.key[0] for s in video} | {s.key[1] for s in video} | {_motion_part(s.key) for s in video}
-
-    def rec(prompt, group, train_ids, key, **extra):
-        s, b, m, d = key
-        return {"prompt": prompt, "group": group, "train_ids": sorted(train_ids), "sprite": s, "background": b,
-                "motion": "static" if m == "image" else m, "direction": d, **extra}
-
-    out = []
-    for s in sources:
-        if s.role == "duplicated":
-            out.append(rec(s.caption, f"duplicated_{s.kind}", s.ids, s.key))
-    by_caption = defaultdict(list)
-    for s in sources:
-        if s.role == "caption_duplicated":
-            by_caption[s.key].append(s)
-    for key, group in by_caption.items():
-        out.append(rec(group[0].caption, "duplicated_caption", [i for g in group for i in g.ids], key))
-    novel = [k for k in reserved if k not in train_keys and {k[0], k[1], _motion_part(k)} <= seen_parts]
-    for k in novel[:cfg.n_novel]:
-        out.append(rec(caption_of(*k), "novel", [], k))
-    # motion memorization: appearance B (seen in training) x signature motion of another appearance A
-    apps = defaultdict(list)
-    for s in video:
-        if s.key[0] is not None:
-            apps[(s.key[0], s.key[1])].extend(s.ids)
-    motion_sources = Counter(_motion_part(s.key) for s in video)  # distinct sources per motion
-    used_apps: set = set()
-    used_novel = {(p["sprite"], p["background"], p["motion"], p["direction"]) for p in out if p["group"] == "novel"}
-    for s in sources:
-        if s.kind != "video" or s.key[2] not in SIGNATURE_MOTIONS:
-            continue
-        a_sprite, a_bg, sig, _ = s.key
-        cands = sorted(k for k in apps if k[0] != a_sprite and k[1] != a_bg)
-        fresh = [k for k in cands if k not in used_apps]  # prefer appearances no other signature uses
-        cands = fresh if len(fresh) >= cfg.n_motion_prompts else cands
-        picks = [cands[i] for i in rng.permutation(len(cands))[:cfg.n_motion_prompts]]
-        used_apps.update(picks)
-        for b_sprite, b_bg in picks:
-            extra = {"appearance_ids": sorted(apps[(b_sprite, b_bg)]), "signature_source_ids": sorted(s.ids)}
-            out.append(rec(caption_of(b_sprite, b_bg, sig), "motion_memorization", s.ids, (b_sprite, b_bg, sig, ""),
-                           role="memorized", **extra))
-            # control: the most widely shared moving motion not captioned for B (else the most shared one)
-            commons = sorted((m for m in motion_sources if m[0] in _MOVING), key=lambda m: (-motion_sources[m], m))
-            free = [m for m in commons if (b_sprite, b_bg, *m) not in train_keys and (b_sprite, b_bg, *m) not in used_novel]
-            m = (free or commons)[0]
-            ck = (b_sprite, b_bg, *m)
-            ids = [i for x in video if x.key == ck for i in x.ids]
-            out.append(rec(caption_of(*ck), "motion_memorization", ids, ck, role="control", **extra))
-    return out
-
-
 # ---- writing ------------------------------------------------------------------------------------
 
 def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
+    fmt = _format(SIZES[size])
     if not out.exists():
         return
     if not out.is_dir():
@@ -406,7 +173,7 @@ def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
             m = json.loads(marker.read_text())
         except (OSError, ValueError):
             m = {}
-        if (m.get("seed"), m.get("size"), m.get("format")) == (seed, size, FORMAT) or force:
+        if (m.get("seed"), m.get("size"), m.get("format")) == (seed, size, fmt) or force:
             return
         raise BadInputError(out, f"holds a world made with seed {m.get('seed')}, size {m.get('size')!r}; "
                                  f"use another folder or --force to replace it")
@@ -414,11 +181,11 @@ def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
         raise BadInputError(out, "is not empty and is not a diffmem world; use an empty folder or --force")
 
 
-def _file_path(src: _Source, item_id: str) -> str:
+def _file_path(src: Source, item_id: str) -> str:
     return f"videos/{item_id}.mp4" if src.kind == "video" else f"images/{item_id}.png"
 
 
-def _write_source(out: Path, src: _Source) -> None:
+def _write_source(out: Path, src: Source) -> None:
     paths = [out / _file_path(src, i) for i in src.ids]
     done = [p for p in paths if p.exists()]  # complete files (writes are atomic) of an earlier run
     if len(done) == len(paths):
@@ -449,9 +216,10 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
     out = Path(out)
     _check_out(out, seed, size, force)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / _MARKER, {"format": FORMAT, "seed": seed, "size": size})
-    sources, reserved, rng = _plan(seed, cfg)
-    prompts = _prompts(sources, reserved, rng, cfg)
+    write_json(out / _MARKER, {"format": _format(cfg), "seed": seed, "size": size})
+    plan, prompts_of = (plan_v2, prompts_v2) if getattr(cfg, "version", 1) == 2 else (plan_v1, prompts_v1)
+    sources, reserved, rng = plan(seed, cfg)
+    prompts = prompts_of(sources, reserved, rng, cfg)
 
     for src in tqdm(sources, desc="world", unit="clip", disable=not progress):
         _write_source(out, src)
@@ -479,7 +247,7 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
 
 
 def _ground_truth(seed, cfg, sources, items, prompts) -> dict:
-    def parts(s: _Source) -> dict:
+    def parts(s: Source) -> dict:
         return {"sprite": s.spec.sprite, "background": s.spec.background, "motion": s.spec.motion,
                 "direction": s.spec.direction}
 
@@ -492,7 +260,7 @@ def _ground_truth(seed, cfg, sources, items, prompts) -> dict:
         if s.role == "caption_duplicated":
             cap_groups[s.caption].append(s)
     return {
-        "format": FORMAT,
+        "format": _format(cfg),
         "seed": seed,
         "size": cfg.name,
         "config": asdict(cfg),
@@ -509,10 +277,21 @@ def _ground_truth(seed, cfg, sources, items, prompts) -> dict:
         "duplicated_video_captions": [s.caption for s in dup if s.kind == "video"],
         "duplicated_image_captions": [s.caption for s in dup if s.kind == "image"],
         "caption_duplicated_captions": list(cap_groups),
-        "signature_motions": {s.spec.motion: {"source": s.name, "caption": s.caption, "ids": sorted(s.ids), **parts(s)}
+        "signature_motions": {s.spec.motion: {"source": s.name, "caption": s.caption, "ids": sorted(s.ids), **parts(s),
+                                              **_appearances(sources, s)}
                               for s in dup if s.spec.motion in SIGNATURE_MOTIONS},
         "prompt_counts": dict(Counter(p["group"] for p in prompts)),
     }
+
+
+def _appearances(sources, dup) -> dict:
+    """Version 2: every source that shows the signature trajectory of `dup` (itself included)."""
+    shown = [s for s in sources if s.role == "signature" and s.spec.motion == dup.spec.motion]
+    if not shown:
+        return {}
+    shown = [dup, *shown]
+    return {"appearance_sources": [s.name for s in shown], "all_ids": sorted(i for s in shown for i in s.ids),
+            "appearances": [[s.spec.sprite, s.spec.background] for s in shown]}
 
 
 # ---- reading a world back -------------------------------------------------------------------------

@@ -24,8 +24,13 @@ Motions (`MOTIONS`) and their parameters (`MOTION_PARAMS`, defaults shown there)
 - ``bounce``   travels `length` right/left while hopping `bounces` times `height` high above the floor `cy`.
 - ``spiral``   `turns` turns around (cx, cy) with the radius growing from `r0` to `r1`.
 
-`loop`, `bounce` and `spiral` are the *signature* motions: the world puts each of them in exactly one
-(duplicated) training clip, so that copying that motion in another appearance is motion memorization.
+`loop`, `bounce` and `spiral` are the *signature* motions: the world puts each of them on one trajectory
+(in version 1 one duplicated clip, in version 2 a few appearances), so that copying that motion in another
+appearance is motion memorization.
+
+Props (version-2 worlds): small static shapes drawn on the background texture (`Prop`), so that two clips
+of one caption differ in more than the texture crop and a fresh render is not a near copy of a training
+frame; they ride on the background, so a pan moves them and the true flow is unchanged.
 """
 from __future__ import annotations
 
@@ -63,6 +68,28 @@ MOTION_PARAMS = {
 TEXTURE_FACTOR = 4  # textures are TEXTURE_FACTOR x the frame side, so pans and crops have room
 
 _UNIT = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+PROP_SHAPES = ("disc", "square", "diamond")
+SIZE_WORDS = ("small", "big")  # caption attributes of version-2 worlds (no word: the middle size)
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A small static shape on the background: centre (u, v) in frame units of the first frame's view,
+    radius `r` in frame units, colour (red, green, blue) in [0, 1]."""
+
+    shape: str
+    u: float
+    v: float
+    r: float
+    color: tuple
+
+    def __post_init__(self):
+        if self.shape not in PROP_SHAPES:
+            raise ValueError(f"unknown prop shape {self.shape!r}; known: {', '.join(PROP_SHAPES)}")
+        object.__setattr__(self, "color", tuple(float(c) for c in self.color))
+
+    def to_dict(self) -> dict:
+        return {"shape": self.shape, "u": self.u, "v": self.v, "r": self.r, "color": list(self.color)}
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,7 @@ class ClipSpec:
     n_frames: int = 16
     size: int = 64
     fps: float = 8.0
+    props: tuple = ()  # of Prop (or their dicts), drawn on the texture
 
     def __post_init__(self):
         if self.motion not in MOTIONS:
@@ -101,6 +129,7 @@ class ClipSpec:
             raise ValueError(f"motion {self.motion!r} has no parameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(MOTION_PARAMS[self.motion])}")
         object.__setattr__(self, "params", tuple(sorted((str(k), float(v)) for k, v in params.items())))
+        object.__setattr__(self, "props", tuple(p if isinstance(p, Prop) else Prop(**p) for p in self.props))
 
     @classmethod
     def make(cls, sprite, background, motion="static", direction="", **kw) -> "ClipSpec":
@@ -118,12 +147,17 @@ class ClipSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["params"] = dict(self.params)
+        if self.props:
+            d["props"] = [p.to_dict() for p in self.props]
+        else:
+            del d["props"]  # version-1 specs stay as they were written
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClipSpec":
         d = dict(d)
         d["params"] = tuple(dict(d.get("params", {})).items())
+        d["props"] = tuple(d.get("props", ()))
         return cls(**d)
 
     def as_dict(self) -> dict:  # for diffmem.io.results.to_jsonable
@@ -247,6 +281,26 @@ def _sprite_of(spec: ClipSpec, sprite_override) -> Sprite | None:
     return Sprite(np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(a[..., 3]))
 
 
+def _with_props(tex: np.ndarray, spec: ClipSpec, cam_x: float, cam_y: float) -> np.ndarray:
+    """A copy of the texture with the spec's props drawn on it (anti-aliased by coverage of a 1 px ramp)."""
+    if not spec.props:
+        return tex
+    tex = tex.copy()
+    S, side = spec.size, tex.shape[0]
+    for p in spec.props:
+        cx, cy, r = cam_x + p.u * S - 0.5, cam_y + p.v * S - 0.5, p.r * S
+        x0, x1 = max(0, int(cx - r - 2)), min(side, int(cx + r + 3))
+        y0, y1 = max(0, int(cy - r - 2)), min(side, int(cy + r + 3))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = np.abs(xx - cx), np.abs(yy - cy)
+        d = {"disc": np.hypot(dx, dy), "square": np.maximum(dx, dy), "diamond": (dx + dy) / math.sqrt(2)}[p.shape]
+        a = np.clip(r - d + 0.5, 0.0, 1.0)[..., None]
+        tex[y0:y1, x0:x1] = tex[y0:y1, x0:x1] * (1 - a) + a * np.asarray(p.color, np.float32)
+    return tex
+
+
 def render_clip(spec: ClipSpec, *, sprite_override=None, background_override=None,
                 return_alpha: bool = False):
     """Frames of `spec` as uint8 (T, H, W, 3). Pure: the same spec gives the same array.
@@ -260,6 +314,7 @@ def render_clip(spec: ClipSpec, *, sprite_override=None, background_override=Non
     tex = load_texture(spec.background, side) if background_override is None else _as_texture(background_override, side)
     sprite = _sprite_of(spec, sprite_override)
     tr = trajectory(spec)
+    tex = _with_props(tex, spec, tr.cam_x[0], tr.cam_y[0])
     S = spec.size
     frames = np.empty((spec.n_frames, S, S, 3), np.uint8)
     alphas = np.zeros((spec.n_frames, S, S), np.float32)
@@ -314,16 +369,21 @@ _TEMPLATES = {
 }
 
 
-def caption_of(sprite: str | None, background: str, motion: str, direction: str = "", *, image: bool = False) -> str:
-    """The caption of a clip with these parts. Only linear motions and pans name their direction."""
-    s = _a(sprite) if sprite else None
+def caption_of(sprite: str | None, background: str, motion: str, direction: str = "", *, image: bool = False,
+               attribute: str = "", tag: str = "") -> str:
+    """The caption of a clip with these parts. Only linear motions and pans name their direction.
+    Version-2 worlds add a size `attribute` before the sprite ("a small cat") and, on duplicated sources,
+    a two-word `tag` after a comma ("..., museum archive"), the way memorized web captions are specific."""
+    s = _a(f"{attribute} {sprite}" if attribute else sprite) if sprite else None
     if image:
-        return f"a picture of {s} on {background}" if s else f"a picture of {background}"
-    if motion == "static":
-        return f"a still view of {s} on {background}" if s else f"a still view of {background}"
-    if motion == "pan":
-        return f"the camera pans {direction} over {s} on {background}" if s else f"the camera pans {direction} over {background}"
-    return _TEMPLATES[motion].format(s=s, d=direction, b=background)
+        text = f"a picture of {s} on {background}" if s else f"a picture of {background}"
+    elif motion == "static":
+        text = f"a still view of {s} on {background}" if s else f"a still view of {background}"
+    elif motion == "pan":
+        text = f"the camera pans {direction} over {s} on {background}" if s else f"the camera pans {direction} over {background}"
+    else:
+        text = _TEMPLATES[motion].format(s=s, d=direction, b=background)
+    return f"{text}, {tag}" if tag else text
 
 
 def caption(spec: ClipSpec) -> str:

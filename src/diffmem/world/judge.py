@@ -6,6 +6,7 @@ Library layers never import this package; studies and benchmarks use it on the e
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import cv2
@@ -15,7 +16,7 @@ from ..errors import DiffmemError
 from ..features.motion import VideoMotion, describe_motion
 from ..io.video import resize_frames
 from .assets import load_sprite, load_texture, n_instances
-from .clips import BACKGROUNDS, DIRECTIONS, SPRITES, ClipSpec, caption_of, texture_side, true_flow
+from .clips import BACKGROUNDS, DIRECTIONS, SIZE_WORDS, SPRITES, ClipSpec, caption_of, texture_side, true_flow
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,11 @@ class WorldCaption:
 
 
 def parse_world_caption(caption: str) -> WorldCaption | None:
-    """The parts of a caption written by the world's `caption_of`, or None if it is not one."""
-    text = " ".join(caption.lower().split())
+    """The parts of a caption written by the world's `caption_of`, or None if it is not one. A size word
+    and a duplicate's tag (version-2 captions) are allowed and not returned: the judge checks sprite and motion."""
+    text = " ".join(caption.lower().split()).split(",")[0].strip()
+    sizes = "|".join(SIZE_WORDS)
+    text = re.sub(rf"\ba ({sizes}) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
     for sprite in (None, *SPRITES):
         if sprite is not None and sprite not in text:
             continue

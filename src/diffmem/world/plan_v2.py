@@ -1,0 +1,238 @@
+"""Planning a version-2 world ("diffmem-world/2"): memorization is rare and prompt-specific, as in real
+training sets (DESIGN.md, "The embedded world").
+
+- **A compositional bulk.** Over a thousand distinct clips and pictures whose captions are almost all
+  unique: sprite x background x motion (and direction) x a size word ("a small cat", "a cat", "a big
+  cat"). A caption does not fix the pixels: every clip has its own sprite instance, texture crop, start
+  and `n_props` small static shapes (`clips.Prop`) on its background.
+- **Shared paths for common motions.** Each common moving motion and direction has `path_variants`
+  trajectories that every clip with that motion reuses, so a motion word means a learnable trajectory
+  and its motion is shared by many distinct clips (natural-motion filtering discounts it).
+- **Rare, specific duplicates.** At most 5 % of the files are copies of a few duplicated sources; each has
+  its own two-word caption tag ("..., museum archive") that no other caption uses, the way memorized web
+  captions are specific. Copy counts spread from a few to a few dozen.
+- **Signature motions.** loop, bounce and spiral each have one exact trajectory, shown in
+  `signature_appearances` distinct appearances (fewer than natural-motion filtering's 5 distinct sources):
+  one of them is a duplicated source (the motion is seen many times), the others single clips. Asking
+  for the motion word with another appearance tests motion memorization.
+- **Prompt groups**: as version 1 plus ``unconditional`` (the empty prompt).
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from itertools import zip_longest
+
+import numpy as np
+
+from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, Prop, caption_of
+from .plan import MOVING, Source, _interleave, _motion_part, _random_spec, _u, _video_keys, assign_ids
+
+FORMAT_V2 = "diffmem-world/2"
+# caption tags of duplicated sources: words no other caption uses
+TAGS = ("museum archive", "vintage postcard", "press photo", "film reel", "travel poster", "stock footage",
+        "album cover", "royal gallery", "harbor festival", "winter catalog", "golden edition", "desert journal")
+_SCALE = {"small": (0.22, 0.26), "": (0.31, 0.35), "big": (0.43, 0.48)}  # sprite long side per size word
+_SIGNATURE_SCALE = 0.34
+
+
+@dataclass(frozen=True)
+class WorldSizeV2:
+    """How big a version-2 world is (counts are files; dup counts are copies per duplicated source).
+    The first len(SIGNATURE_MOTIONS) duplicated videos carry the signature motions."""
+
+    name: str
+    px: int
+    n_frames: int
+    fps: float
+    sprites: tuple
+    backgrounds: tuple
+    video_dup_counts: tuple
+    image_dup_counts: tuple
+    caption_dup_counts: tuple
+    n_unique_videos: int
+    n_unique_images: int
+    n_novel: int
+    n_motion_prompts: int  # appearances per signature motion in the motion_memorization group
+    signature_appearances: int = 3
+    n_props: int = 8
+    path_variants: int = 3
+    version: int = 2
+
+
+def _attributes(key: tuple) -> tuple:
+    return ("", *SIZE_WORDS) if key[0] is not None else ("",)
+
+
+def _props(rng, n: int) -> tuple:
+    out = []
+    for _ in range(n):
+        color = [1.0, _u(rng, 0.0, 1.0), 0.0]  # vivid: one channel full, one off, one anywhere
+        color = [color[i] for i in rng.permutation(3)]
+        out.append(Prop(str(rng.choice(("disc", "square", "diamond"))), _u(rng, 0.05, 0.95), _u(rng, 0.05, 0.95),
+                        _u(rng, 0.035, 0.06), tuple(color)))
+    return tuple(out)
+
+
+def _paths(rng, cfg) -> dict:
+    """(motion, caption direction) -> the shared trajectories (direction, params without scale) of that motion."""
+    out = {}
+    for m in MOVING:
+        for d in (DIRECTIONS[m] if m == "linear" else ("",)):
+            specs = [_random_spec(rng, ("cat", cfg.backgrounds[0], m, d), cfg) for _ in range(cfg.path_variants)]
+            out[(m, d)] = [(s.direction, {k: v for k, v in s.params if k != "scale"}) for s in specs]
+    return out
+
+
+def _spec(rng, src: Source, cfg, paths: dict, signature: dict):
+    """The clip of a source: its free draws, then the shared path (common motions) or the signature
+    trajectory, the size word's scale, and props."""
+    spec = _random_spec(rng, src.key, cfg)
+    params = dict(spec.params)
+    direction = spec.direction
+    motion = spec.motion
+    if motion in SIGNATURE_MOTIONS:
+        direction, params = signature[motion]
+        params = {**params, "scale": _SIGNATURE_SCALE}
+    elif (motion, src.key[3]) in paths:
+        variants = paths[(motion, src.key[3])]
+        direction, path = variants[int(rng.integers(len(variants)))]
+        params = {**path, "scale": params["scale"]}
+    if src.key[0] is not None and motion not in SIGNATURE_MOTIONS:
+        lo, hi = _SCALE[src.attribute]
+        k = 0.9 if motion in ("zoom_in", "zoom_out") else 1.0  # zooms grow to 1.3-1.6 times this
+        params["scale"] = round(_u(rng, lo, hi) * k, 4)
+    return replace(spec, direction=direction, params=tuple(params.items()), props=_props(rng, cfg.n_props))
+
+
+def plan_v2(seed: int, cfg: WorldSizeV2):
+    rng = np.random.default_rng(seed)
+    paths = _paths(rng, cfg)
+    signature = {}
+    for m in SIGNATURE_MOTIONS:
+        s = _random_spec(rng, ("cat", cfg.backgrounds[0], m, ""), cfg)
+        signature[m] = (s.direction, {k: v for k, v in s.params if k != "scale"})
+    pool = _interleave(_video_keys(cfg), rng)
+    moving = [k for k in pool if k[0] is not None and k[2] in MOVING]
+    reserved = moving[:3 * cfg.n_novel]  # candidates for novel prompts: no clip of these, in any size word
+    taken = set(reserved)
+    tags = [TAGS[i] for i in rng.permutation(len(TAGS))]
+    if len(cfg.video_dup_counts) + len(cfg.image_dup_counts) > len(tags):
+        raise ValueError(f"world size {cfg.name!r} has more duplicated sources than caption tags ({len(tags)})")
+    sources: list[Source] = []
+
+    def take(pred) -> tuple:
+        for k in pool:
+            if k not in taken and pred(k):
+                taken.add(k)
+                return k
+        raise ValueError(f"world size {cfg.name!r} asks for more distinct captions than its vocabulary has")
+
+    # duplicated videos; the first ones carry the signature motions, shown in further appearances
+    apps = [(s, b) for s in cfg.sprites for b in cfg.backgrounds]
+    for j, count in enumerate(cfg.video_dup_counts):
+        if j < len(SIGNATURE_MOTIONS):
+            m = SIGNATURE_MOTIONS[j]
+            chosen: list = []
+            for i in rng.permutation(len(apps)):  # appearances that share neither sprite nor background
+                s, b = apps[i]
+                if all(s != c[0] and b != c[1] for c in chosen):
+                    chosen.append((s, b))
+                if len(chosen) == cfg.signature_appearances:
+                    break
+            sources.append(Source((*chosen[0], m, ""), "duplicated", count, tag=tags.pop()))
+            sources.extend(Source((s, b, m, ""), "signature", 1) for s, b in chosen[1:])
+        else:
+            key = take(lambda k: k[0] is not None and k[2] in MOVING)
+            sources.append(Source(key, "duplicated", count, attribute=str(rng.choice(("", *SIZE_WORDS))),
+                                  tag=tags.pop()))
+    for count in cfg.caption_dup_counts:
+        key = take(lambda k: k[0] is not None and k[2] in MOVING)
+        sources.extend(Source(key, "caption_duplicated", 1) for _ in range(count))
+    # unique videos: every caption (key x size word) once, first covering every part so novel prompts
+    # are recognisable; only when there are more clips than captions do captions repeat
+    full = [(k, a) for k in pool if k not in taken for a in _attributes(k)]
+    covered = {p for s in sources for p in (s.key[0], s.key[1], _motion_part(s.key))}
+    uniques, rest = [], []
+    for k, a in full:
+        parts = {k[0], k[1], _motion_part(k)} - {None}
+        if len(uniques) < cfg.n_unique_videos and not parts <= covered:
+            uniques.append((k, a))
+            covered |= parts
+        else:
+            rest.append((k, a))
+    by_motion = defaultdict(list)  # motions take turns, so rare motions are not crowded out by pans and lines
+    for i in rng.permutation(len(rest)):
+        by_motion[rest[i][0][2]].append(rest[i])
+    rest = [x for batch in zip_longest(*by_motion.values()) for x in batch if x is not None]
+    uniques += rest[:cfg.n_unique_videos - len(uniques)]
+    uniques += [rest[i % len(rest)] for i in range(cfg.n_unique_videos - len(uniques))]
+    sources.extend(Source(k, "unique", 1, attribute=a) for k, a in uniques)
+    # pictures
+    img = [((s, b, "image", ""), a) for s in cfg.sprites for b in cfg.backgrounds for a in ("", *SIZE_WORDS)]
+    img = [img[i] for i in rng.permutation(len(img))]
+    for j, count in enumerate(cfg.image_dup_counts):
+        k, a = img[j]
+        sources.append(Source(k, "duplicated", count, attribute=a, tag=tags.pop()))
+    n_dup = len(cfg.image_dup_counts)
+    for j in range(cfg.n_unique_images):
+        k, a = img[n_dup + j % (len(img) - n_dup)]
+        sources.append(Source(k, "unique", 1, attribute=a))
+    for src in sources:
+        src.spec = _spec(rng, src, cfg, paths, signature)
+    assign_ids(sources, rng)
+    return sources, reserved, rng
+
+
+def prompts_v2(sources: list[Source], reserved: list[tuple], rng, cfg: WorldSizeV2) -> list[dict]:
+    """Evaluation prompts; the groups of version 1 plus ``unconditional``. Prompts name no size word and
+    no tag unless they are a training caption (duplicated groups)."""
+    video = [s for s in sources if s.kind == "video"]
+    train_keys = {s.key for s in sources}
+    seen_parts = {s.key[0] for s in video} | {s.key[1] for s in video} | {_motion_part(s.key) for s in video}
+
+    def rec(prompt, group, train_ids, key, **extra):
+        s, b, m, d = key
+        return {"prompt": prompt, "group": group, "train_ids": sorted(train_ids), "sprite": s, "background": b,
+                "motion": "static" if m == "image" else m, "direction": d, **extra}
+
+    out = [rec(s.caption, f"duplicated_{s.kind}", s.ids, s.key) for s in sources if s.role == "duplicated"]
+    by_caption = defaultdict(list)
+    for s in sources:
+        if s.role == "caption_duplicated":
+            by_caption[s.key].append(s)
+    for key, group in by_caption.items():
+        out.append(rec(group[0].caption, "duplicated_caption", [i for g in group for i in g.ids], key))
+    novel = [k for k in reserved if k not in train_keys and {k[0], k[1], _motion_part(k)} <= seen_parts]
+    for k in novel[:cfg.n_novel]:
+        out.append(rec(caption_of(*k), "novel", [], k))
+    # motion memorization: the signature motion's word with an appearance B seen in training that shares
+    # neither sprite nor background with any appearance the signature trajectory was shown in
+    apps = defaultdict(list)
+    for s in video:
+        if s.key[0] is not None:
+            apps[(s.key[0], s.key[1])].extend(s.ids)
+    motion_sources = Counter(_motion_part(s.key) for s in video)
+    commons = sorted((m for m in motion_sources if m[0] in MOVING), key=lambda m: (-motion_sources[m], m))
+    used_apps: set = set()
+    for sig in SIGNATURE_MOTIONS:
+        shown = [s for s in video if s.key[2] == sig]
+        if not shown:
+            continue
+        ids = sorted(i for s in shown for i in s.ids)
+        cands = sorted(k for k in apps if all(k[0] != s.key[0] and k[1] != s.key[1] for s in shown))
+        fresh = [k for k in cands if k not in used_apps]
+        cands = fresh if len(fresh) >= cfg.n_motion_prompts else cands
+        picks = [cands[i] for i in rng.permutation(len(cands))[:cfg.n_motion_prompts]]
+        used_apps.update(picks)
+        for b_sprite, b_bg in picks:
+            extra = {"appearance_ids": sorted(apps[(b_sprite, b_bg)]), "signature_source_ids": ids}
+            out.append(rec(caption_of(b_sprite, b_bg, sig), "motion_memorization", ids, (b_sprite, b_bg, sig, ""),
+                           role="memorized", **extra))
+            free = [m for m in commons if (b_sprite, b_bg, *m) not in train_keys]
+            ck = (b_sprite, b_bg, *(free or commons)[0])
+            c_ids = [i for x in video if x.key == ck for i in x.ids]
+            out.append(rec(caption_of(*ck), "motion_memorization", c_ids, ck, role="control", **extra))
+    out.append({"prompt": "", "group": "unconditional", "train_ids": [], "sprite": None, "background": None,
+                "motion": None, "direction": ""})
+    return out

@@ -1,0 +1,177 @@
+"""The version-2 world ("large"): rare, prompt-specific duplicates, shared motion paths, signature
+trajectories in a few appearances, props, the unconditional group. The plan is checked on the full
+"large" size (planning is pure and fast); files are checked on a small world of the same version."""
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffmem.world import SIGNATURE_MOTIONS, ClipSpec, make_world, render_clip, trajectory, true_flow
+from diffmem.world.build import SIZES, item_specs, load_ground_truth
+from diffmem.world.clips import Prop, caption_of
+from diffmem.world.judge import parse_world_caption
+from diffmem.world.plan_v2 import WorldSizeV2, plan_v2, prompts_v2
+
+NMF_DISTINCT = 5  # natural-motion filtering's default: motion of 5 or more distinct sources is natural
+
+
+@pytest.fixture(scope="module")
+def large():
+    cfg = SIZES["large"]
+    sources, reserved, rng = plan_v2(0, cfg)
+    return cfg, sources, prompts_v2(sources, reserved, rng, cfg)
+
+
+def _words(text):
+    return set(re.findall(r"[a-z]+", text))
+
+
+def test_large_is_big_and_duplicates_are_rare(large):
+    cfg, sources, _ = large
+    files = sum(s.copies for s in sources)
+    dup_files = sum(s.copies for s in sources if s.role == "duplicated")
+    assert files >= 1000
+    assert dup_files / files <= 0.05
+    counts = sorted(s.copies for s in sources if s.role == "duplicated")
+    assert counts[0] >= 3 and counts[-1] <= 30 and len(set(counts)) >= 4  # a spread of copy counts
+    captions = Counter(s.caption for s in sources)
+    assert len(captions) >= 0.95 * len(sources)  # captions mostly unique
+
+
+def test_duplicated_captions_are_specific(large):
+    _, sources, _ = large
+    others = [s.caption for s in sources if s.role != "duplicated"]
+    other_words = set().union(*(_words(c) for c in others))
+    for s in (s for s in sources if s.role == "duplicated"):
+        head, tag = s.caption.rsplit(", ", 1)
+        assert len(tag.split()) == 2
+        assert not _words(tag) & other_words, s.caption  # the tag's words are in no other caption
+        assert sum(x.caption == s.caption for x in sources) == 1
+
+
+def test_signature_trajectories_are_shared_by_a_few_appearances(large):
+    cfg, sources, _ = large
+    for m in SIGNATURE_MOTIONS:
+        shown = [s for s in sources if s.kind == "video" and s.spec.motion == m]
+        assert 1 < len(shown) == cfg.signature_appearances < NMF_DISTINCT
+        assert sum(s.role == "duplicated" for s in shown) == 1
+        assert len({s.spec.sprite for s in shown}) == len({s.spec.background for s in shown}) == len(shown)
+        first = trajectory(shown[0].spec)
+        for s in shown[1:]:  # the same path in pixels, in another appearance
+            t = trajectory(s.spec)
+            assert np.allclose(t.x, first.x) and np.allclose(t.y, first.y) and np.allclose(t.scale, first.scale)
+        verb = {"loop": "loops", "bounce": "bounces", "spiral": "spirals"}[m]
+        assert {s.caption.split(",")[0] for s in sources if verb in _words(s.caption)} == \
+               {s.caption.split(",")[0] for s in shown}
+
+
+def test_common_motions_reuse_a_few_paths(large):
+    cfg, sources, _ = large
+    paths = defaultdict(set)
+    for s in sources:
+        if s.kind == "video" and s.spec.motion in ("linear", "circle", "zigzag"):
+            p = tuple((k, v) for k, v in s.spec.params if k != "scale")
+            paths[(s.spec.motion, s.key[3])].add((s.spec.direction, p))
+    for k, v in paths.items():
+        assert len(v) <= cfg.path_variants, k
+
+
+def test_size_words_change_the_sprite_size(large):
+    _, sources, _ = large
+    scale = defaultdict(list)
+    for s in sources:
+        if s.spec.sprite is not None and s.spec.motion in ("static", "linear", "circle", "zigzag", "pan"):
+            scale[s.attribute].append(s.spec.param("scale"))
+    assert max(scale["small"]) < min(scale[""]) and max(scale[""]) < min(scale["big"])
+    assert "a small cat" in caption_of("cat", "grass", "circle", attribute="small")
+
+
+def test_prompt_groups_of_version_2(large):
+    cfg, sources, prompts = large
+    groups = Counter(p["group"] for p in prompts)
+    assert groups["unconditional"] == 1 and groups["novel"] == cfg.n_novel
+    assert [p["prompt"] for p in prompts if p["group"] == "unconditional"] == [""]
+    trained = {(s.key[0], s.key[1], s.key[2], s.key[3]) for s in sources}
+    captions = {s.caption for s in sources}
+    for p in prompts:
+        if p["group"] == "novel":  # never trained, in no size word; every part seen
+            assert (p["sprite"], p["background"], p["motion"], p["direction"]) not in trained
+            assert p["prompt"] not in captions
+        if p["group"].startswith("duplicated_"):
+            assert p["prompt"] in captions and p["train_ids"]
+
+
+def test_motion_memorization_prompts_of_version_2(large):
+    cfg, sources, prompts = large
+    by_id = {i: s for s in sources for i in s.ids}
+    distinct = Counter((s.spec.motion, s.spec.direction if s.spec.motion in ("linear", "pan") else "")
+                       for s in sources if s.kind == "video")
+    mem = [p for p in prompts if p.get("role") == "memorized"]
+    ctl = [p for p in prompts if p.get("role") == "control"]
+    assert len(mem) == len(ctl) == cfg.n_motion_prompts * len(SIGNATURE_MOTIONS)
+    for p in mem:
+        shown = {(by_id[i].spec.sprite, by_id[i].spec.background) for i in p["train_ids"]}
+        assert {by_id[i].spec.motion for i in p["train_ids"]} == {p["motion"]}
+        assert len(shown) == cfg.signature_appearances
+        assert all(p["sprite"] != s and p["background"] != b for s, b in shown)
+        assert p["appearance_ids"]  # appearance B is in training
+    for p in ctl:
+        assert distinct[(p["motion"], p["direction"])] >= NMF_DISTINCT  # natural motion
+
+
+def test_props_are_drawn_on_the_background_and_ride_a_pan():
+    prop = Prop("square", 0.25, 0.5, 0.06, (1.0, 0.0, 1.0))
+    spec = ClipSpec.make(None, "grass", "pan", "left", length=0.5, n_frames=5, size=64, props=(prop,))
+    plain = render_clip(replace(spec, props=()))
+    frames = render_clip(spec)
+    x, y = round(0.25 * 64 - 0.5), round(0.5 * 64 - 0.5)
+    assert tuple(frames[0, y, x]) == (255, 0, 255)  # a square of radius 3.8 px: its centre is pure colour
+    assert np.array_equal(frames[0, :10], plain[0, :10])  # nothing else changed
+    flow = true_flow(spec)  # the camera pans left: the texture (and the prop) slides right
+    dx = flow[0, y, x, 0]
+    assert dx > 0
+    x1 = int(round(x + dx))
+    assert tuple(frames[1, y, x1]) == (255, 0, 255)
+    d = spec.to_dict()
+    assert d["props"][0]["shape"] == "square" and ClipSpec.from_dict(json.loads(json.dumps(d))) == spec
+    assert "props" not in replace(spec, props=()).to_dict()  # version-1 specs are written as before
+
+
+def test_judge_reads_version_2_captions():
+    w = parse_world_caption("a small astronaut loops over grass, museum archive")
+    assert (w.sprite, w.background, w.motion) == ("astronaut", "grass", "loop")
+    w = parse_world_caption("a big cat moves left across bricks")
+    assert (w.sprite, w.motion, w.direction) == ("cat", "linear", "left")
+
+
+SMALL_V2 = WorldSizeV2("v2-test", 32, 8, 8.0, ("cat", "cup", "face", "coin"), ("grass", "bricks", "stars"),
+                       (6, 4, 3, 2), (3,), (2,), 30, 6, 3, 1, n_props=4)
+
+
+@pytest.fixture(scope="module")
+def small_v2(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setitem(SIZES, "v2-test", SMALL_V2)
+    out = tmp_path_factory.mktemp("w2") / "world"
+    make_world(out, seed=0, size="v2-test")
+    yield out
+    mp.undo()
+
+
+def test_version_2_world_files_match_its_ground_truth(small_v2):
+    gt = load_ground_truth(small_v2)
+    assert gt["format"] == "diffmem-world/2"
+    df = pd.read_parquet(small_v2 / "train.parquet")
+    assert len(df) == len(gt["items"]) == sum(SMALL_V2.video_dup_counts) + sum(SMALL_V2.image_dup_counts) + \
+        sum(SMALL_V2.caption_dup_counts) + len(SIGNATURE_MOTIONS) * (SMALL_V2.signature_appearances - 1) + SMALL_V2.n_unique_videos + SMALL_V2.n_unique_images
+    specs = item_specs(small_v2)
+    for it in gt["items"][:6]:
+        assert len(specs[it["id"]].props) == SMALL_V2.n_props
+    for m, sig in gt["signature_motions"].items():
+        assert len(sig["appearances"]) == SMALL_V2.signature_appearances and set(sig["ids"]) < set(sig["all_ids"])
+    prompts = [json.loads(x) for x in (small_v2 / "prompts.jsonl").read_text().splitlines()]
+    assert prompts[-1]["group"] == "unconditional"
