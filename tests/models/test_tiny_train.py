@@ -79,3 +79,23 @@ def test_image_twin_trains(world, tmp_path):
     train_tiny(world, tmp_path / "img", cfg, progress=False, log=lambda m: None)
     ad = load_adapter(tmp_path / "img")
     assert ad.kind == "image" and ad.latent_shape() == (8, 4, 4)
+
+
+def test_init_continues_from_a_finished_model(world, tmp_path):
+    from dataclasses import replace
+
+    from diffmem.models.tiny import file_sha256, load_tiny
+
+    first = tmp_path / "first"
+    train_tiny(world, first, MICRO, progress=False, log=lambda m: None)
+    # a near-zero learning rate: continuing must leave the weights where --init put them
+    still = replace(MICRO, steps=3, lr=1e-12, min_lr=1e-12)
+    summary = train_tiny(world, tmp_path / "more", still, progress=False, log=lambda m: None, init=first)
+    assert summary["config"]["init"] == file_sha256(first / "model.safetensors")
+    a, b = load_tiny(first).state_dict(), load_tiny(tmp_path / "more").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = load_tiny(train_tiny(world, tmp_path / "fresh", still, progress=False, log=lambda m: None) and tmp_path / "fresh")
+    assert not torch.equal(fresh.state_dict()["denoiser.inp.weight"], a["denoiser.inp.weight"])
+    with pytest.raises(DiffmemError, match="channels"):
+        train_tiny(world, tmp_path / "other", replace(MICRO, channels=(8, 8)), progress=False, log=lambda m: None,
+                   init=first)

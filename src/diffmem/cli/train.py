@@ -34,6 +34,9 @@ def register(sub):
                    help=f"denoiser widths at the two resolutions (default {','.join(map(str, d.channels))})")
     p.add_argument("--size", type=count, default=d.size, help=f"frame side in pixels (default {d.size})")
     p.add_argument("--frames", type=count, default=d.frames, help=f"frames per clip (default {d.frames})")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="continue from this finished model folder (same architecture and captions) for --steps more "
+                        "steps, with a fresh learning-rate schedule (default: train from scratch)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     add_threads(p, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar; a log line every 100 steps instead")
@@ -60,6 +63,6 @@ def run(args) -> int:
     command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     summary = train_tiny(args.world, args.out, cfg, device=resolve_device(args.device),
                          progress=not args.quiet and sys.stderr.isatty(),
-                         log=lambda m: print(m, file=sys.stderr), command=command)
+                         log=lambda m: print(m, file=sys.stderr), command=command, init=args.init)
     print(json.dumps({k: summary[k] for k in ("n_training_clips", "final_loss", "seconds", "parameters") if k in summary}))
     return 0

@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from ..io.atomic import atomic_output
 from ..io.lock import writes_folder
 from ..io.results import environment, read_json
 from ..io.video import read_frames
-from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, save_tiny
+from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, load_tiny, save_tiny
 
 STATE = "train_state.pt"
 
@@ -67,10 +67,13 @@ class TrainConfig:
     cond_dropout: float = 0.1
     ema: float = 0.999
     save_every: int = 100
+    init: str | None = None  # sha256 of the weights training continued from (`train_tiny(init=...)`), if any
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if d["init"] is None:
+            del d["init"]  # configs of runs from scratch read as they always did
         return d
 
     @classmethod
@@ -157,12 +160,19 @@ def _world_info(world: Path) -> dict:
 @writes_folder("train")
 def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(), *,
                device: str | torch.device = "cpu", progress: bool = True, log=print,
-               command: str | None = None) -> dict:
+               command: str | None = None, init: str | Path | None = None) -> dict:
     """Train (or resume training) a tiny model on `world`; write the checkpoint folder `out`.
 
+    init: a finished tiny-model folder of the same architecture, trained on the same captions: training
+    starts from its weights (and its autoencoder and EMA) for `cfg.steps` more steps with a fresh
+    learning-rate schedule, instead of from scratch (a long run done in parts; its sha256 is recorded).
     Returns a summary dict (also stored in out/config.json under "training").
     """
     world, out = Path(world), Path(out)
+    start = None
+    if init is not None:
+        start = load_tiny(init)
+        cfg = replace(cfg, init=file_sha256(Path(init) / "model.safetensors"))
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
     if (out / "model.safetensors").is_file() and (out / "config.json").is_file() and not state_path.exists():
@@ -182,6 +192,12 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
                       channels=tuple(cfg.channels), blocks=cfg.blocks, text_dim=cfg.text_dim, vocab=vocab,
                       latent_channels=cfg.latent_channels, prediction_type=cfg.prediction)
     model = TinyModel(tcfg).to(device)
+    if start is not None:
+        mine, theirs = tcfg.as_dict(), start.cfg.as_dict()
+        differ = [k for k in mine if k != "latent_scale" and mine[k] != theirs.get(k)]
+        if differ:
+            raise DiffmemError(f"{init}: --init model differs from this run in {', '.join(differ)} "
+                               "(it must have the same architecture and the same training captions)")
     ema = None
     gen = torch.Generator().manual_seed(cfg.seed)
     stage, step, elapsed = "autoencoder", 0, {"autoencoder": 0.0, "denoiser": 0.0}
@@ -216,6 +232,14 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     clips = data.frames
     n = len(clips)
     try:
+        if stage == "autoencoder" and start is not None:  # continue from --init: its weights and autoencoder
+            model.load_state_dict(start.state_dict())
+            model.cfg.latent_scale = start.cfg.latent_scale
+            stage, step = "denoiser", 0
+            gen_mark = gen.get_state()
+            ema = copy.deepcopy(model)
+            save_state()
+            log(f"starting from {init}")
         # ---- stage 1: frame autoencoder (closed-form PCA of the training patches) ------------
         if stage == "autoencoder":
             t0 = time.time()

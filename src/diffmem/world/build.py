@@ -14,6 +14,9 @@
 Sizes (`SIZES`): ``tiny`` 32 px, 8 frames, 38 files (for tests); ``small`` (default) 64 px, 16 frames at
 8 fps (2 s), 254 files, 6 sprites x 5 backgrounds; ``medium`` 96 px, 16 frames, 964 files, 8 sprites x 6
 backgrounds.
+``large`` is a version-2 world ("diffmem-world/2", planned by `plan_v2`): 64 px, 16 frames, 1481 files in
+which duplicates are rare (4.9 %) and prompt-specific; see `plan_v2` for what differs. What follows
+describes version 1; the planning of both is in `plan.py` / `plan_v2.py`, this module renders and writes.
 
 Content. Sprites (LFW faces, sklearn digits, crops of the cat, the coffee cup, the rocket, the astronaut,
 coins, the colour wheel from scikit-image) move over textured backgrounds (bricks, grass, gravel,
