@@ -196,6 +196,15 @@ def test_index_and_audit_from_files_skip_bad_ones_and_resume(tmp_path, monkeypat
     assert "too short" in results["pic"].natural_motion["reason"]
 
 
+def test_a_worker_pool_builds_the_same_index(tmp_path):
+    items = _clip_files(tmp_path)
+    one, skipped1 = build_motion_index(items, tmp_path / "one", workers=1)
+    two, skipped2 = build_motion_index(items, tmp_path / "two", workers=2)
+    assert one.train_ids == two.train_ids and [s.id for s in skipped1] == [s.id for s in skipped2] == ["broken"]
+    a, b = one.index.vectors(), two.index.vectors()
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
 def test_content_duplicate_groups_from_the_content_index(tmp_path):
     from diffmem.data.manifest import Manifest
     from diffmem.index import build_content_index

@@ -6,10 +6,14 @@ motion search scales like content search. `build_motion_index` resumes a killed 
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -166,30 +170,66 @@ def check_motion_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> No
             f"resolution, grid, k and fps, or build a new motion index")
 
 
+# videos below which a build stays in this process (a worker pool's start-up costs about a second)
+POOL_MIN_VIDEOS = 200
+
+
+def _describe_file(args):
+    """Worker: (path, policy dict) -> (VideoMotion or None, why not). One OpenCV thread per worker: the pool,
+    not the kernels, spreads the work over the cores."""
+    path, policy_dict = args
+    cv2.setNumThreads(1)
+    policy = MotionPolicy.from_dict(policy_dict)
+    return _describe_local(path, policy, get_estimator(policy.flow.backend))
+
+
 @writes_folder("motion index build")
 def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
-                       factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False
-                       ) -> tuple[MotionIndex, list[Skipped]]:
+                       factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False,
+                       workers: int | None = None) -> tuple[MotionIndex, list[Skipped]]:
     """Index the training videos among `items` (manifest `Item`s) in folder `out`.
 
     Resumes a killed build and extends an existing index with items it does not hold yet. Images have
     no motion and are left out silently; unreadable files and videos shorter than k flows are recorded
     in the index (`skipped`) and returned.
+
+    workers: processes that decode and compute flow (None: one per CPU core, up to 8, when there are at
+    least POOL_MIN_VIDEOS videos to index and no custom `estimator`, else 1). Results are added in item
+    order, so the index is the same whatever the number of workers.
     """
     policy = policy or MotionPolicy()
     index = MotionIndex.create(out, policy, factory=factory, shard_size=shard_size)
-    if estimator is None:
-        estimator = get_estimator(policy.flow.backend)
     todo = [it for it in items if it.kind == "video" and not index.done(it.id)]
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if len(todo) >= POOL_MIN_VIDEOS and estimator is None else 1
+    if workers > 1 and estimator is not None:
+        raise ValueError("a custom flow estimator runs in this process only (workers=1)")
+    pool = None
     try:
-        for it in tqdm(todo, desc="motion index", unit="video", disable=not progress):
-            try:
-                frames = read_motion_frames(it.path, policy)
-            except BadInputError as e:
-                index.index.add_skipped(Skipped(it.id, str(it.path), e.reason).as_dict())
-                continue
-            index.add(it.id, describe_motion(frames, policy, estimator), it.path)
+        if workers > 1:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            jobs = [(str(it.path), policy.as_dict()) for it in todo]
+            results = pool.map(_describe_file, jobs, chunksize=8)
+        else:
+            est = estimator if estimator is not None else get_estimator(policy.flow.backend)
+            results = (_describe_local(it.path, policy, est) for it in todo)
+        for it, (motion, why) in tqdm(zip(todo, results), total=len(todo), desc="motion index", unit="video",
+                                      disable=not progress):
+            if motion is None:
+                index.index.add_skipped(Skipped(it.id, str(it.path), why).as_dict())
+            else:
+                index.add(it.id, motion, it.path)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         index.index.flush()  # whatever finished is kept, also on KeyboardInterrupt
     index.close()
     return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
+
+
+def _describe_local(path, policy: MotionPolicy, estimator):
+    try:
+        frames = read_motion_frames(path, policy)
+    except BadInputError as e:
+        return None, e.reason
+    return describe_motion(frames, policy, estimator), ""
