@@ -33,8 +33,9 @@ def test_tpr_at_fpr_is_the_best_roc_point_within_the_budget(seed):
     y = rng.random(400) < 0.4
     s = np.round(rng.normal(size=400) + y * 1.5, 2)
     fpr, tpr, _ = sk_roc_curve(y, s)
-    for target in (0.01, 0.03, 0.1):
-        assert tpr_at_fpr(s, y, target) == pytest.approx(tpr[fpr <= target + 1e-12].max())
+    for target in (0.01, 0.03, 0.1, 0.05):  # where target x N_neg is a whole number the two rules differ
+        assert tpr_at_fpr(s, y, target, "at-most") == pytest.approx(tpr[fpr <= target + 1e-12].max())
+        assert tpr_at_fpr(s, y, target) == pytest.approx(tpr[fpr < target - 1e-12].max())  # strict, the default
 
 
 def test_tpr_at_fpr_hand_made():
@@ -44,10 +45,39 @@ def test_tpr_at_fpr_hand_made():
     pos = np.array([98.5, 97.5, 50.0])
     s = np.concatenate([neg, pos])
     y = np.r_[np.zeros(100), np.ones(3)]
-    assert threshold_at_fpr(neg, 0.01) == 98.0
-    assert tpr_at_fpr(s, y, 0.01) == pytest.approx(1 / 3)
-    assert tpr_at_fpr(s, y, 0.03) == pytest.approx(2 / 3)
+    assert threshold_at_fpr(neg, 0.01, "at-most") == 98.0
+    assert tpr_at_fpr(s, y, 0.01, "at-most") == pytest.approx(1 / 3)
+    assert tpr_at_fpr(s, y, 0.03, "at-most") == pytest.approx(2 / 3)
     assert tpr_at_fpr(s, y, 0.0) == pytest.approx(0.0)
+    # strict (Wen et al.): FPR < 1 % of 100 allows no false positive -> threshold 99, nothing passes;
+    # FPR < 3 % allows 2 -> threshold 97 -> 98.5 and 97.5 pass
+    assert threshold_at_fpr(neg, 0.01) == 99.0 and tpr_at_fpr(s, y, 0.01) == 0.0
+    assert threshold_at_fpr(neg, 0.03) == 97.0 and tpr_at_fpr(s, y, 0.03) == pytest.approx(2 / 3)
+
+
+def test_wen_rule_with_500_novel_prompts_allows_4_false_positives():
+    neg = np.arange(1.0, 501.0)  # top five: 500 .. 496; the sixth 495
+    pos = np.array([495.5])      # above the sixth novel score, below the fifth
+    s, y = np.r_[neg, pos], np.r_[np.zeros(500), np.ones(1)]
+    assert threshold_at_fpr(neg, 0.01) == 496.0 and tpr_at_fpr(s, y, 0.01) == 0.0       # 4 may pass
+    assert threshold_at_fpr(neg, 0.01, "at-most") == 495.0 and tpr_at_fpr(s, y, 0.01, "at-most") == 1.0  # 5
+
+
+def test_auc_interval_matches_the_hanley_mcneil_standard_error():
+    from diffmem.detect.evaluate import auc_interval
+
+    rng = np.random.default_rng(0)
+    n1 = n2 = 150
+    s = np.r_[rng.normal(1.0, 1, n1), rng.normal(0.0, 1, n2)]
+    y = np.r_[np.ones(n1, bool), np.zeros(n2, bool)]
+    a = roc_auc(s, y)
+    # Hanley & McNeil (1982): SE^2 = (A(1-A) + (n1-1)(Q1-A^2) + (n2-1)(Q2-A^2)) / (n1 n2), Q1 = A/(2-A), Q2 = 2A^2/(1+A)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2))
+    lo, hi = auc_interval(s, y, n_boot=2000)
+    assert lo < a < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert auc_interval([3, 2, 1, 0], [1, 1, 0, 0], n_boot=200) == (1.0, 1.0)
 
 
 def test_threshold_with_fewer_negatives_than_the_fpr_resolves_is_their_max():

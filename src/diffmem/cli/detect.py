@@ -42,6 +42,9 @@ def register(sub):
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="CSV/JSONL/Parquet: prompt, memorized (bool), kind (content|motion|both|none); "
                         "reports ROC AUC and TPR@FPR per magnitude")
+    p.add_argument("--fpr-rule", choices=("strict", "at-most"), default="strict",
+                   help="TPR@FPR with --labels: strict (default, Wen et al.): FPR strictly below the target (4 false "
+                        "positives of 500 at 1 %%); at-most: FPR <= target (5 of 500), diffmem's rule before 0.2")
     p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="score every prompt again")
@@ -66,7 +69,7 @@ def _run(args) -> int:
     cal = Calibration.load(args.calibration) if args.calibration else None
     s = run_detect(args.model, args.prompts, args.out, settings=_settings(args, cal), calibration=cal,
                    labels=args.labels, calibrate_fpr=args.fpr if args.calibrate else None,
-                   batch_size=args.batch_size, device=args.device, resume=args.resume)
+                   fpr_rule=args.fpr_rule, batch_size=args.batch_size, device=args.device, resume=args.resume)
     st, cost = s["settings"], s["cost"]
     print(f"{s['n_prompts']} prompts ({s['resumed']} resumed), n = {st['seeds']} seeds, s = {st['steps']} steps: "
           f"{cost['denoiser_evals_per_prompt']:.3g} denoiser evaluations per prompt = "
@@ -85,7 +88,9 @@ def _run(args) -> int:
         for set_name, ev in s["evaluation"].items():
             for n in s["magnitudes"]:
                 e = ev[n]
-                print(f"  {set_name:9s} {n:8s} AUC {e['auc']:.4f}  TPR@1%FPR {e['tpr@1%fpr']:.3f}  "
+                ci = e.get("auc_ci95")
+                ci = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+                print(f"  {set_name:9s} {n:8s} AUC {e['auc']:.4f}{ci}  TPR@1%FPR {e['tpr@1%fpr']:.3f}  "
                       f"TPR@3%FPR {e['tpr@3%fpr']:.3f}  ({e['n_memorized']} memorized, {e['n_novel']} novel)")
     print(f"wrote {args.out}/detect.parquet, summary.json, report.html")
     return 0

@@ -182,7 +182,7 @@ def calibrate(novel_scores: Mapping[str, Sequence[float]], fpr: float = 0.01, *,
         v = np.asarray(vals, dtype=np.float64).ravel()
         if v.size == 0:
             raise DiffmemError(f"no novel scores for magnitude {name!r}")
-        thr = threshold_at_fpr(v, fpr)
+        thr = threshold_at_fpr(v, fpr, "at-most")  # a deployer's budget: FPR <= fpr
         thresholds[name] = thr
         summary[name] = summarize(v)
         achieved[name] = float(np.mean(v > thr))

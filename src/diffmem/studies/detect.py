@@ -48,7 +48,8 @@ __all__ = ["run_detect", "label_sets"]
 @writes_folder("detect")
 def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, calibration: str | Path | Calibration | None = None,
                labels: str | Path | Mapping | None = None, calibrate_fpr: float | None = None,
-               fprs: Sequence[float] = (0.01, 0.03), batch_size: int = 8, device=None, progress: bool = True,
+               fprs: Sequence[float] = (0.01, 0.03), fpr_rule: str = "strict", batch_size: int = 8, device=None,
+               progress: bool = True,
                resume: bool = True) -> dict:
     """Score every prompt, flag, evaluate; write the results into `out` (see the module docstring).
 
@@ -106,11 +107,11 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
         for e in entries:
             if e["group"]:
                 groups.setdefault(e["group"], []).append(e["prompt"])
-        evaluation, curves, sets = _evaluate(distinct, scores, lab, names, fprs, groups)
+        evaluation, curves, sets = _evaluate(distinct, scores, lab, names, fprs, groups, fpr_rule)
         if not sets:
             note = (f"no evaluation: the labels give no set with both memorized and novel prompts "
                     f"({sum(1 for p in distinct if p in lab)} of {len(distinct)} prompts labelled)")
-        grid = _grid(flat, sets, names, settings, fprs, len(distinct), batch_size)
+        grid = _grid(flat, sets, names, settings, fprs, len(distinct), batch_size, fpr_rule)
     summary = {
         "model": adapter.describe() if hasattr(adapter, "describe") else {"name": model_name},
         "settings": settings.as_dict(),
@@ -190,11 +191,11 @@ def label_sets(prompts: Sequence[str], lab: Mapping[str, Mapping]) -> dict[str, 
     return sets
 
 
-def _evaluate(prompts, scores, lab, names, fprs, groups=None):
+def _evaluate(prompts, scores, lab, names, fprs, groups=None, rule: str = "strict"):
     sets = _eval_sets(prompts, lab, groups)
     out, curves = {}, {}
     for set_name, (sel, y) in sets.items():
-        out[set_name] = evaluate_scores({n: [scores[p][n] for p in sel] for n in names}, y, fprs)
+        out[set_name] = evaluate_scores({n: [scores[p][n] for p in sel] for n in names}, y, fprs, rule)
         if set_name == "memorized":
             curves = roc_curves({n: [scores[p][n] for p in sel] for n in names}, y)
     return out, curves, sets
@@ -212,7 +213,8 @@ def _eval_sets(prompts, lab, groups):
     return sets
 
 
-def _grid(flat, sets, names, settings: DetectConfig, fprs, n_distinct: int, batch_size: int) -> list[dict]:
+def _grid(flat, sets, names, settings: DetectConfig, fprs, n_distinct: int, batch_size: int,
+          rule: str = "strict") -> list[dict]:
     """AUC / TPR per evaluation set for the first n' seeds and s' steps of this run, n' in {1, n}, s' in {1, s}."""
     out = []
     for n in sorted({1, settings.seeds}):
@@ -221,7 +223,7 @@ def _grid(flat, sets, names, settings: DetectConfig, fprs, n_distinct: int, batc
             sub_settings = DetectConfig(**{**settings.as_dict(), "seeds": n, "steps": s})
             share = min(n_distinct, chunk_size(sub_settings, batch_size))  # what a run at (n, s) would cost
             for set_name, (sel, y) in sets.items():
-                ev = evaluate_scores({m: [sub[p][m] for p in sel] for m in names}, y, fprs)
+                ev = evaluate_scores({m: [sub[p][m] for p in sel] for m in names}, y, fprs, rule, n_boot=0)
                 row = {"set": set_name, "seeds": n, "steps": s,
                        "denoiser_evals": sub_settings.denoiser_evals_per_prompt(share),
                        "cost_fraction": sub_settings.cost_fraction(share)}
