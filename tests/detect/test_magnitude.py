@@ -38,6 +38,8 @@ def test_mixed_difference_splits_and_total_is_pythagorean():
     assert m["motion"].item() == pytest.approx(2.0, rel=1e-6)
     assert m["total"].item() == pytest.approx(math.sqrt(5.0), rel=1e-6)
     assert total_magnitude(ec, eu).item() == pytest.approx(math.sqrt(5.0), rel=1e-6)
+    # Wen et al.: the L2 norm over all 2 x 4 x 3 x 3 = 72 elements, each 1 + 2 or 1 - 2: sqrt(72 x 5)
+    assert m["wen"].item() == pytest.approx(math.sqrt(72 * 5.0), rel=1e-6)
 
 
 def test_frame_axis_other_than_two():
@@ -56,11 +58,12 @@ def test_one_value_per_batch_row():
     assert m["motion"].tolist() == pytest.approx([0.0, 2.0, 0.0], abs=1e-6)
 
 
-def test_image_latents_have_only_the_total_magnitude():
+def test_image_latents_have_the_total_and_wen_magnitudes():
     ec = torch.full((2, 4, 8, 8), 3.0)
     m = magnitudes(ec, torch.zeros_like(ec), frame_axis=None)
-    assert set(m) == {"total"}
+    assert set(m) == {"total", "wen"}
     assert m["total"].tolist() == pytest.approx([3.0, 3.0])
+    assert m["wen"].tolist() == pytest.approx([3.0 * 16, 3.0 * 16])  # sqrt(256 x 9)
 
 
 def test_shape_mismatch_and_missing_frames_are_errors():
@@ -123,13 +126,13 @@ def test_aggregate_records_over_fewer_steps():
     assert aggregate_records(det.records)["p"]["content"] == pytest.approx(0.7 * r, rel=1e-5)
 
 
-def test_image_model_hook_reports_total_only():
+def test_image_model_hook_reports_total_and_wen():
     ad = KnownAdapter({"p": torch.full((4, 3, 3), 3.0)}, shape=(4, 3, 3), kind="image")
     det = MagnitudeDetector(steps=1)
     sample(ad, ["p"], [0], SamplerConfig(num_steps=4), hooks=[det], decode=False, progress=False)
     res = det.compute()["p"]
-    assert set(res) == {"total", "count"}
-    assert res["total"] == pytest.approx(3.0)
+    assert set(res) == {"total", "wen", "count"}
+    assert res["total"] == pytest.approx(3.0) and res["wen"] == pytest.approx(3.0 * 6)  # sqrt(36 x 9)
 
 
 def test_keys_name_samples_by_input_index():

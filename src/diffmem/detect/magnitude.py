@@ -5,10 +5,15 @@ For a text-conditional denoiser at step t with latent x_t (video: F frames on `f
     D   = eps(x_t, prompt) - eps(x_t, "")
     M_c = RMS( mean over frames of D )          content magnitude
     M_m = RMS( D - mean over frames of D )      motion magnitude
-    M   = RMS( D )                              total magnitude (the image models' one, Wen et al. 2024)
+    M   = RMS( D )                              total magnitude (the image models' one)
+    W   = || D ||_2 = M sqrt(N)                 Wen et al.'s magnitude (ICLR 2024), as their code computes it
 
 The split is orthogonal, so M_c**2 + M_m**2 == M**2 for every sample. A prompt's score is the mean of
-the per-sample, per-step magnitudes over n seeds and the first s steps.
+the per-sample, per-step magnitudes over n seeds and the first s steps of the guided sampling path; for
+W that is exactly Wen et al.'s score (the L2 norm per generation and step, averaged over the generations
+and the first s steps; their cheapest setting s = 1). The RMS magnitudes are the video paper's, in
+latent units per element, comparable across resolutions; W's thresholds are comparable with Wen et
+al.'s published ones on the same latent size (Stable Diffusion v1.4: N = 4 x 64 x 64).
 
 Two ways to use them:
 
@@ -27,8 +32,8 @@ from ..errors import DiffmemError
 from ..models.sampler import StopSampling, initial_noise
 
 #: magnitudes reported for a video model / an image model
-VIDEO_MAGNITUDES = ("content", "motion", "total")
-IMAGE_MAGNITUDES = ("total",)
+VIDEO_MAGNITUDES = ("content", "motion", "total", "wen")
+IMAGE_MAGNITUDES = ("total", "wen")
 
 
 def magnitude_names(frame_axis: int | None) -> tuple[str, ...]:
@@ -70,8 +75,13 @@ def motion_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, frame_axi
     return _rms(d - d.mean(dim=axis, keepdim=True))
 
 
+def wen_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
+    """W = ||D||_2 over all latent elements, one value per batch row (Wen et al., ICLR 2024)."""
+    return text_difference(eps_cond, eps_uncond).flatten(1).norm(dim=1)
+
+
 def total_magnitude(eps_cond: torch.Tensor, eps_uncond: torch.Tensor) -> torch.Tensor:
-    """M = RMS(D), one value per batch row: the image models' magnitude (Wen et al., ICLR 2024)."""
+    """M = RMS(D), one value per batch row: the image models' magnitude (Wen et al.'s divided by sqrt(N))."""
     return _rms(text_difference(eps_cond, eps_uncond))
 
 
@@ -85,6 +95,7 @@ def magnitudes(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, frame_axis: int
         out["content"] = _rms(mean.squeeze(axis))
         out["motion"] = _rms(d - mean)
     out["total"] = _rms(d)
+    out["wen"] = d.flatten(1).norm(dim=1)
     return out
 
 

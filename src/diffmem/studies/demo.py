@@ -213,6 +213,8 @@ def _detect(r: DemoRun, st: Stage) -> None:
     s = run_detect(r.adapter, r.out / "prompts" / "study.jsonl", r.out / "detect", settings=settings,
                    labels=r.labels_path if evaluate else None, progress=r.progress)
     ev = (s.get("evaluation") or {}).get("memorized") or {}  # label set "memorized": any kind
+    # wen = total x sqrt(N): the same ranking, the same AUC; the detect stage's own report shows it
+    ev = {k: v for k, v in ev.items() if k != "wen"}
     if not evaluate:
         st.result = (f"scored {s['n_prompts']} prompts; no ROC: the audit labelled "
                      f"{n_mem} of {len(lab)} prompts memorized (needs both kinds)")

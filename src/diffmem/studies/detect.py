@@ -141,9 +141,9 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
 
 
 def _flag_names(names: Sequence[str]) -> list[str]:
-    # The verdict uses content and motion for video models, the single magnitude for image models;
-    # total (= sqrt(content^2 + motion^2)) is calibrated and reported but is no separate evidence.
-    return [n for n in names if n != "total"] or list(names)
+    # The verdict uses content and motion for video models, total for image models; total (= sqrt(content^2
+    # + motion^2)) and wen (= total x sqrt(N)) are calibrated and reported but are no separate evidence.
+    return [n for n in names if n not in ("total", "wen")] or ["total"]
 
 
 def _rows(entries, scores, names, settings, cal, lab, share) -> list[dict]:
