@@ -120,15 +120,17 @@ def test_v_prediction_is_returned_as_epsilon():
     torch.testing.assert_close(ad.predict_noise(x_t, t, ad.encode_prompt(["a", "b"])), eps, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,kind,shape", [("tiny-t2v", "video", (16, 8, 8, 8)), ("tiny-t2i", "image", (16, 8, 8))])
-def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape):
+@pytest.mark.parametrize("name,kind,shape,world", [
+    ("tiny-t2v", "video", (16, 8, 8, 8), "small"), ("tiny-t2i", "image", (16, 8, 8), "small"),
+    ("tiny-t2v-large", "video", (16, 8, 8, 8), "large"), ("tiny-t2i-large", "image", (16, 8, 8), "large")])
+def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape, world):
     from diffmem.models.registry import BUILTIN, CHECKPOINTS
 
     assert file_sha256(CHECKPOINTS / f"{name}.safetensors") == BUILTIN[name]
     ad = load_adapter(f"builtin:{name}")
     assert ad.kind == kind and ad.latent_shape() == shape and ad.name == f"builtin:{name}"
     meta = json.loads((CHECKPOINTS / f"{name}.json").read_text())
-    assert meta["training"]["world"]["size"] == "small" and meta["training"]["config"]["seed"] == 0
+    assert meta["training"]["world"]["size"] == world and meta["training"]["config"]["seed"] == 0
 
 
 def test_builtin_sha_mismatch_is_refused(monkeypatch):

@@ -2,7 +2,8 @@
 
 Accepted specs:
 
-- `builtin:tiny-t2v`, `builtin:tiny-t2i`: the tiny models committed with diffmem
+- `builtin:tiny-t2v`, `builtin:tiny-t2i` (trained on the small world), `builtin:tiny-t2v-large`,
+  `builtin:tiny-t2i-large` (on the version-2 large world): the tiny models committed with diffmem
   (`diffmem/models/checkpoints/<name>.json` + `<name>.safetensors`), whose weights are checked
   against the sha256 recorded here;
 - a folder written by `diffmem train` (config.json + model.safetensors);
@@ -30,6 +31,9 @@ CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 BUILTIN = {
     "tiny-t2v": "255cb7422caf91ef562a2fea474e00a86341ef5e05f4cd581d45460743555caf",
     "tiny-t2i": "562b349a1cd6bdbb69b35b0adbf6af726f411486f1070b4408110904fe81521f",
+    # trained on the version-2 world (`diffmem world make --size large`): memorization rare and prompt-specific
+    "tiny-t2v-large": "df8f6958e3b4a2ea03d82391646ac3f49c31403422f09fe3ed8175485c5acb8d",
+    "tiny-t2i-large": "6bd40c1de0633444e39f3af923ddcfc091515027192509f91862882865ea4ee7",
 }
 
 
