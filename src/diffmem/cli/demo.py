@@ -18,8 +18,9 @@ def register(sub):
                     "Everything runs on a CPU in a few minutes; running again resumes.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--seed", type=natural, default=0, help="random seed of the world and the samples (default 0)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "medium"),
-                   help="world size (default small: the one the committed model was trained on)")
+    p.add_argument("--size", default="small", choices=("tiny", "small", "medium", "large"),
+                   help="world size (default small: the one builtin:tiny-t2v was trained on; large, the version-2 "
+                        "world, goes with --model builtin:tiny-t2v-large)")
     p.add_argument("--model", default="builtin:tiny-t2v", help="model (default builtin:tiny-t2v)")
     p.add_argument("--n", type=count, default=4, help="samples per prompt in the extraction study (default 4)")
     p.add_argument("--amg-n", type=count, default=2, help="samples per prompt in the AMG stage (default 2)")
