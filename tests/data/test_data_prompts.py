@@ -135,3 +135,13 @@ def test_a_file_of_another_type_is_not_read_as_prompts(tmp_path):
         read_prompts(tmp_path / "notes.pdf")
     (tmp_path / "plain").write_text("a cat\n\na dog\n")  # no extension: text, one prompt per line
     assert [e.prompt for e in read_prompts(tmp_path / "plain")] == ["a cat", "a dog"]
+
+
+def test_the_empty_prompt_of_an_unconditional_group_is_read(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "a cat", "group": "novel"}\n{"prompt": "", "group": "unconditional"}\n')
+    entries = read_prompts(f)
+    assert [(e.prompt, e.group) for e in entries] == [("a cat", "novel"), ("", "unconditional")]
+    f.write_text('{"prompt": "", "group": "novel"}\n')
+    with pytest.raises(BadInputError, match="must have group 'unconditional'"):
+        read_prompts(f)

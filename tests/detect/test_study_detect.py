@@ -146,3 +146,12 @@ def test_labels_without_both_classes_give_a_note_not_a_crash(tmp_path):
     s = run_detect(ad, ["a", "b"], tmp_path / "o", settings=DetectConfig(seeds=1, steps=1, num_steps=10),
                    labels=lab, progress=False)
     assert s["evaluation"] == {} and "no evaluation" in s["evaluation_note"]
+
+
+def test_a_world_prompt_file_with_an_unconditional_group_is_scored_without_it(tmp_path):
+    pats = _world()
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "copy 0", "group": "duplicated_video"}\n{"prompt": "", "group": "unconditional"}\n')
+    s = run_detect(KnownAdapter(pats), f, tmp_path / "out", settings=S, progress=False)
+    assert s["n_prompts"] == 1
+    assert list(pd.read_parquet(tmp_path / "out" / "detect.parquet")["prompt"]) == ["copy 0"]

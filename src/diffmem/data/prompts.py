@@ -36,6 +36,7 @@ __all__ = ["PromptEntry", "read_prompts", "write_prompts", "WEBSTER_MEMORIZED_TY
 WEBSTER_MEMORIZED_TYPES = frozenset({"MV", "RV", "TV"})
 
 _TEXT_FIELDS = ("prompt", "caption", "text")
+UNCONDITIONAL = "unconditional"  # the group of the empty prompt (unconditional samples) in a prompt file
 _ID_FIELDS = ("id", "index", "key", "uid")
 
 
@@ -181,9 +182,9 @@ def read_prompts(path: str | Path) -> list[PromptEntry]:
     else:  # a PDF, a picture, a model file given by mistake would be read as lines of "prompts"
         raise BadInputError(path, f"unknown prompt file type {suffix!r}; use .jsonl, .parquet, .csv or .txt "
                                   "(one prompt per line)")
-    for e in entries:
-        if not e.prompt.strip():
-            raise BadInputError(path, f"prompt {e.id} is empty")
+    for e in entries:  # the empty prompt only on purpose: a world's unconditional group
+        if not e.prompt.strip() and e.group != UNCONDITIONAL:
+            raise BadInputError(path, f"prompt {e.id} is empty (an empty prompt must have group {UNCONDITIONAL!r})")
     seen: Counter = Counter(e.id for e in entries)
     dups = [i for i, c in seen.items() if c > 1]
     if dups:  # ids name output folders: make them unique rather than refuse a public list

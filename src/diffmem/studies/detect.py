@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..data.labels import read_labels
-from ..data.prompts import as_prompt_entries
+from ..data.prompts import UNCONDITIONAL, as_prompt_entries
 from ..detect.calibrate import Calibration, DetectConfig, calibrate
 from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
@@ -67,8 +67,11 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
     if cal is not None:
         cal.check(model_name, settings)
 
+    given = as_prompt_entries(prompts)
+    # the empty prompt of an unconditional group has no text to score: left out (any other empty prompt is an error)
+    given = [e for e in given if e.prompt.strip() or e.group != UNCONDITIONAL] or given
     entries = [{"id": e.id, "prompt": e.prompt, "group": e.group}
-               for e in as_prompt_entries(prompts, allow_empty=False)]
+               for e in as_prompt_entries(given, allow_empty=False)]
     lab = read_labels(labels) if isinstance(labels, (str, Path)) else (dict(labels) if labels is not None else None)
 
     # Score each distinct prompt once, resuming from finished items.
