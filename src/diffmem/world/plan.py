@@ -210,29 +210,35 @@ def assign_ids(sources: list[Source], rng) -> None:
         src.name = f"src{i:04d}"
 
 
-def prompts_v1(sources: list[Source], reserved: list[tuple], rng, cfg):
+def prompt_record(prompt, group, train_ids, key, **extra) -> dict:
+    """One line of prompts.jsonl for a caption key (sprite, background, motion, direction)."""
+    s, b, m, d = key
+    return {"prompt": prompt, "group": group, "train_ids": sorted(train_ids), "sprite": s, "background": b,
+            "motion": "static" if m == "image" else m, "direction": d, **extra}
+
+
+def planted_prompts(sources: list[Source], reserved: list[tuple], cfg) -> list[dict]:
+    """The groups both versions share: duplicated video / image, duplicated caption, novel."""
     train_keys = {s.key for s in sources}
     video = [s for s in sources if s.kind == "video"]
     seen_parts = {s.key[0] for s in video} | {s.key[1] for s in video} | {_motion_part(s.key) for s in video}
-
-    def rec(prompt, group, train_ids, key, **extra):
-        s, b, m, d = key
-        return {"prompt": prompt, "group": group, "train_ids": sorted(train_ids), "sprite": s, "background": b,
-                "motion": "static" if m == "image" else m, "direction": d, **extra}
-
-    out = []
-    for s in sources:
-        if s.role == "duplicated":
-            out.append(rec(s.caption, f"duplicated_{s.kind}", s.ids, s.key))
+    out = [prompt_record(s.caption, f"duplicated_{s.kind}", s.ids, s.key) for s in sources if s.role == "duplicated"]
     by_caption = defaultdict(list)
     for s in sources:
         if s.role == "caption_duplicated":
             by_caption[s.key].append(s)
     for key, group in by_caption.items():
-        out.append(rec(group[0].caption, "duplicated_caption", [i for g in group for i in g.ids], key))
+        out.append(prompt_record(group[0].caption, "duplicated_caption", [i for g in group for i in g.ids], key))
     novel = [k for k in reserved if k not in train_keys and {k[0], k[1], _motion_part(k)} <= seen_parts]
-    for k in novel[:cfg.n_novel]:
-        out.append(rec(caption_of(*k), "novel", [], k))
+    out.extend(prompt_record(caption_of(*k), "novel", [], k) for k in novel[:cfg.n_novel])
+    return out
+
+
+def prompts_v1(sources: list[Source], reserved: list[tuple], rng, cfg):
+    train_keys = {s.key for s in sources}
+    video = [s for s in sources if s.kind == "video"]
+    rec = prompt_record
+    out = planted_prompts(sources, reserved, cfg)
     # motion memorization: appearance B (seen in training) x signature motion of another appearance A
     apps = defaultdict(list)
     for s in video:

@@ -26,7 +26,8 @@ from itertools import zip_longest
 import numpy as np
 
 from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, Prop, caption_of
-from .plan import MOVING, Source, _interleave, _motion_part, _random_spec, _u, _video_keys, assign_ids
+from .plan import (MOVING, Source, _interleave, _motion_part, _random_spec, _u, _video_keys, assign_ids,
+                   planted_prompts, prompt_record)
 
 FORMAT_V2 = "diffmem-world/2"
 # caption tags of duplicated sources: words no other caption uses
@@ -189,23 +190,8 @@ def prompts_v2(sources: list[Source], reserved: list[tuple], rng, cfg: WorldSize
     no tag unless they are a training caption (duplicated groups)."""
     video = [s for s in sources if s.kind == "video"]
     train_keys = {s.key for s in sources}
-    seen_parts = {s.key[0] for s in video} | {s.key[1] for s in video} | {_motion_part(s.key) for s in video}
-
-    def rec(prompt, group, train_ids, key, **extra):
-        s, b, m, d = key
-        return {"prompt": prompt, "group": group, "train_ids": sorted(train_ids), "sprite": s, "background": b,
-                "motion": "static" if m == "image" else m, "direction": d, **extra}
-
-    out = [rec(s.caption, f"duplicated_{s.kind}", s.ids, s.key) for s in sources if s.role == "duplicated"]
-    by_caption = defaultdict(list)
-    for s in sources:
-        if s.role == "caption_duplicated":
-            by_caption[s.key].append(s)
-    for key, group in by_caption.items():
-        out.append(rec(group[0].caption, "duplicated_caption", [i for g in group for i in g.ids], key))
-    novel = [k for k in reserved if k not in train_keys and {k[0], k[1], _motion_part(k)} <= seen_parts]
-    for k in novel[:cfg.n_novel]:
-        out.append(rec(caption_of(*k), "novel", [], k))
+    rec = prompt_record
+    out = planted_prompts(sources, reserved, cfg)
     # motion memorization: the signature motion's word with an appearance B seen in training that shares
     # neither sprite nor background with any appearance the signature trajectory was shown in
     apps = defaultdict(list)
