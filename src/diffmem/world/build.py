@@ -88,30 +88,11 @@ from ..io.results import environment, write_json, write_parquet, write_text
 from ..io.video import write_video
 from .assets import BACKGROUNDS, SPRITES
 from .clips import MOTIONS, SIGNATURE_MOTIONS, ClipSpec, render_clip
-from .plan import Source, plan_v1, prompts_v1
+from .plan import Source, WorldSize, plan_v1, prompts_v1
 from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2
 
 FORMAT = "diffmem-world/1"
 _MARKER = ".diffmem-world.json"
-
-
-@dataclass(frozen=True)
-class WorldSize:
-    """How big a world is. Counts are numbers of files; dup counts are copies per duplicated source."""
-
-    name: str
-    px: int
-    n_frames: int
-    fps: float
-    sprites: tuple
-    backgrounds: tuple
-    video_dup_counts: tuple
-    image_dup_counts: tuple
-    caption_dup_counts: tuple
-    n_unique_videos: int
-    n_unique_images: int
-    n_novel: int
-    n_motion_prompts: int  # appearances per signature motion in the motion_memorization group
 
 
 SIZES = {

@@ -17,6 +17,25 @@ from .clips import COMMON_MOTIONS, DIRECTIONS, SIGNATURE_MOTIONS, ClipSpec, capt
 MOVING = ("linear", "circle", "zigzag", "zoom_in", "zoom_out")  # motions of duplicated / novel clips
 
 
+@dataclass(frozen=True)
+class WorldSize:
+    """How big a world is. Counts are numbers of files; dup counts are copies per duplicated source."""
+
+    name: str
+    px: int
+    n_frames: int
+    fps: float
+    sprites: tuple
+    backgrounds: tuple
+    video_dup_counts: tuple
+    image_dup_counts: tuple
+    caption_dup_counts: tuple
+    n_unique_videos: int
+    n_unique_images: int
+    n_novel: int
+    n_motion_prompts: int  # appearances per signature motion in the motion_memorization group
+
+
 @dataclass
 class Source:
     key: tuple  # (sprite, background, motion, caption direction) or (sprite, background, "image", "")
@@ -234,17 +253,22 @@ def planted_prompts(sources: list[Source], reserved: list[tuple], cfg) -> list[d
     return out
 
 
+def appearances_and_motions(video: list[Source]) -> tuple[dict, Counter]:
+    """(sprite, background) -> training ids showing it; (motion, direction) -> its number of distinct sources."""
+    apps = defaultdict(list)
+    for s in video:
+        if s.key[0] is not None:
+            apps[(s.key[0], s.key[1])].extend(s.ids)
+    return apps, Counter(_motion_part(s.key) for s in video)
+
+
 def prompts_v1(sources: list[Source], reserved: list[tuple], rng, cfg):
     train_keys = {s.key for s in sources}
     video = [s for s in sources if s.kind == "video"]
     rec = prompt_record
     out = planted_prompts(sources, reserved, cfg)
     # motion memorization: appearance B (seen in training) x signature motion of another appearance A
-    apps = defaultdict(list)
-    for s in video:
-        if s.key[0] is not None:
-            apps[(s.key[0], s.key[1])].extend(s.ids)
-    motion_sources = Counter(_motion_part(s.key) for s in video)  # distinct sources per motion
+    apps, motion_sources = appearances_and_motions(video)
     used_apps: set = set()
     used_novel = {(p["sprite"], p["background"], p["motion"], p["direction"]) for p in out if p["group"] == "novel"}
     for s in sources:

@@ -19,15 +19,27 @@ training sets (DESIGN.md, "The embedded world").
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from itertools import zip_longest
 
 import numpy as np
 
 from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, Prop, caption_of
-from .plan import (MOVING, Source, _interleave, _motion_part, _random_spec, _u, _video_keys, assign_ids,
-                   planted_prompts, prompt_record)
+from .plan import (
+    MOVING,
+    Source,
+    WorldSize,
+    _interleave,
+    _motion_part,
+    _random_spec,
+    _u,
+    _video_keys,
+    appearances_and_motions,
+    assign_ids,
+    planted_prompts,
+    prompt_record,
+)
 
 FORMAT_V2 = "diffmem-world/2"
 # caption tags of duplicated sources: words no other caption uses
@@ -38,23 +50,10 @@ _SIGNATURE_SCALE = 0.34
 
 
 @dataclass(frozen=True)
-class WorldSizeV2:
-    """How big a version-2 world is (counts are files; dup counts are copies per duplicated source).
-    The first len(SIGNATURE_MOTIONS) duplicated videos carry the signature motions."""
+class WorldSizeV2(WorldSize):
+    """How big a version-2 world is: `WorldSize`'s counts, plus what version 2 adds. The first
+    len(SIGNATURE_MOTIONS) duplicated videos carry the signature motions."""
 
-    name: str
-    px: int
-    n_frames: int
-    fps: float
-    sprites: tuple
-    backgrounds: tuple
-    video_dup_counts: tuple
-    image_dup_counts: tuple
-    caption_dup_counts: tuple
-    n_unique_videos: int
-    n_unique_images: int
-    n_novel: int
-    n_motion_prompts: int  # appearances per signature motion in the motion_memorization group
     signature_appearances: int = 3
     n_props: int = 8
     path_variants: int = 3
@@ -194,11 +193,7 @@ def prompts_v2(sources: list[Source], reserved: list[tuple], rng, cfg: WorldSize
     out = planted_prompts(sources, reserved, cfg)
     # motion memorization: the signature motion's word with an appearance B seen in training that shares
     # neither sprite nor background with any appearance the signature trajectory was shown in
-    apps = defaultdict(list)
-    for s in video:
-        if s.key[0] is not None:
-            apps[(s.key[0], s.key[1])].extend(s.ids)
-    motion_sources = Counter(_motion_part(s.key) for s in video)
+    apps, motion_sources = appearances_and_motions(video)
     commons = sorted((m for m in motion_sources if m[0] in MOVING), key=lambda m: (-motion_sources[m], m))
     used_apps: set = set()
     for sig in SIGNATURE_MOTIONS:
