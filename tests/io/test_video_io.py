@@ -175,9 +175,18 @@ def test_only_sampled_frames_are_converted(tmp_path, monkeypatch):
     path = write_video(tmp_path / "e.mp4", coded(30), fps=30)
     calls = []
     real = V._to_rgb
-    monkeypatch.setattr(V, "_to_rgb", lambda fr, size: calls.append(1) or real(fr, size))
+    monkeypatch.setattr(V, "_to_rgb", lambda fr, size, ref: calls.append(1) or real(fr, size, ref))
     read_frames(path, fps=8)
     assert len(calls) == 8  # streaming: 30 decoded, 8 converted and kept
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm", "gif"])
+def test_frames_are_the_decoders_own_rgb_conversion(tmp_path, ext):
+    # read_frames keeps one swscale context per file; the pixels must be PyAV's per-frame conversion
+    path = write_video(tmp_path / f"c.{ext}", coded(6), fps=6)
+    with av.open(str(path)) as c:
+        want = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+    assert np.array_equal(read_frames(path).array, want)
 
 
 def _write_vfr(path, pts_ms, size=32):
