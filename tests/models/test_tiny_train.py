@@ -33,6 +33,26 @@ def test_training_data_reads_every_item(world):
     assert img and all((d.frames[i] == d.frames[i][:1]).all() for i in img)  # images are static clips
 
 
+def test_training_data_at_a_frame_rate_is_the_first_frames(world):
+    # the tiny world's clips are 8 frames at 8 fps: at fps=8 the 4 frames are frames 0-3 (the first half
+    # second); without a rate they are spread over the clip (0, 2, 4, 6)
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from diffmem.io.video import read_frames
+
+    vid = pd.read_parquet(world / "train.parquet").query("kind == 'video'").iloc[0]
+    every = read_frames(world / vid["path"], size=(16, 16)).array  # all 8 decoded frames
+    assert len(every) == 8
+    at_rate = load_training_data(world, replace(MICRO, fps=8.0), progress=False)
+    spread = load_training_data(world, MICRO, progress=False)
+    i = at_rate.ids.index(vid["id"])
+    assert (at_rate.frames[i] == every[:4]).all()
+    assert (spread.frames[i] == every[::2]).all()
+    assert "fps" not in MICRO.as_dict() and replace(MICRO, fps=8.0).as_dict()["fps"] == 8.0
+
+
 def test_train_then_resume_gives_the_same_weights(world, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     summary = train_tiny(world, straight, MICRO, progress=False, log=lambda m: None, command="test")
@@ -99,3 +119,6 @@ def test_init_continues_from_a_finished_model(world, tmp_path):
     with pytest.raises(DiffmemError, match="channels"):
         train_tiny(world, tmp_path / "other", replace(MICRO, channels=(8, 8)), progress=False, log=lambda m: None,
                    init=first)
+    # the frame rate is not architecture: a model continues at another rate, and makes clips at it
+    train_tiny(world, tmp_path / "rate", replace(still, fps=8.0), progress=False, log=lambda m: None, init=first)
+    assert load_tiny(first).cfg.fps == 4.0 and load_tiny(tmp_path / "rate").cfg.fps == 8.0

@@ -34,6 +34,9 @@ def register(sub):
                    help=f"denoiser widths at the two resolutions (default {','.join(map(str, d.channels))})")
     p.add_argument("--size", type=count, default=d.size, help=f"frame side in pixels (default {d.size})")
     p.add_argument("--frames", type=count, default=d.frames, help=f"frames per clip (default {d.frames})")
+    p.add_argument("--fps", type=positive, default=None,
+                   help="read each video's first --frames frames at this rate (default: --frames frames spread over "
+                        "the whole video); the model then makes clips at this rate")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="continue from this finished model folder (same architecture and captions) for --steps more "
                         "steps, with a fresh learning-rate schedule (default: train from scratch)")
@@ -59,7 +62,8 @@ def run(args) -> int:
     if args.size % 4:
         raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
     cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
-                      lr=args.lr, channels=channels, size=args.size, frames=args.frames)
+                      lr=args.lr, channels=channels, size=args.size, frames=args.frames,
+                      fps=args.fps)
     command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     summary = train_tiny(args.world, args.out, cfg, device=resolve_device(args.device),
                          progress=not args.quiet and sys.stderr.isatty(),

@@ -12,7 +12,7 @@ Two stages, one command (`diffmem train WORLD --out CKPT`):
 Items are drawn uniformly over *files*, so a clip copied 24 times is seen 24 times as often: that is
 how duplication causes memorization, and why the model memorizes the world's duplicated clips.
 Videos are read as `frames` frames over their duration (the world's 16 frames at 8 fps -> 8 at 4 fps),
-images as static clips (the video model) or single frames (the image twin, which also sees the
+or, with `fps`, as their first `frames` frames at that rate (8 at 8 fps -> the first second), images as static clips (the video model) or single frames (the image twin, which also sees the
 first frame of every video under that video's caption).
 
 Resumable: a training state (`train_state.pt`: stage, step, weights, optimiser, RNG) is written
@@ -68,12 +68,17 @@ class TrainConfig:
     ema: float = 0.999
     save_every: int = 100
     init: str | None = None  # sha256 of the weights training continued from (`train_tiny(init=...)`), if any
+    # frame rate of the clips: None spreads `frames` over each video's duration (rate = frames / duration);
+    # a rate reads the first `frames` frames at it. Optical flow, hence the motion audit, follows motion
+    # only when it moves little between frames: the large world's model is trained at its clips' 8 fps.
+    fps: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
-        if d["init"] is None:
-            del d["init"]  # configs of runs from scratch read as they always did
+        for optional in ("init", "fps"):
+            if d[optional] is None:
+                del d[optional]  # configs of runs without them read as they always did
         return d
 
     @classmethod
@@ -108,7 +113,10 @@ def load_training_data(world: str | Path, cfg: TrainConfig, progress: bool = Tru
                 arr = read_frames(item.path, size=(cfg.size, cfg.size)).array[:1]
                 clips = [np.repeat(arr, cfg.frames, axis=0)]
             else:
-                arr = read_frames(item.path, num_frames=cfg.frames, size=(cfg.size, cfg.size)).array
+                if cfg.fps:
+                    arr = read_frames(item.path, fps=cfg.fps, size=(cfg.size, cfg.size)).array[:cfg.frames]
+                else:
+                    arr = read_frames(item.path, num_frames=cfg.frames, size=(cfg.size, cfg.size)).array
                 if len(arr) < cfg.frames:  # very short clip: hold its last frame
                     arr = np.concatenate([arr, np.repeat(arr[-1:], cfg.frames - len(arr), 0)])
                 clips = [arr]
@@ -190,11 +198,13 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     vocab = build_vocab(data.captions)
     tcfg = TinyConfig(kind=cfg.kind, size=cfg.size, frames=cfg.frames if cfg.kind == "video" else 1,
                       channels=tuple(cfg.channels), blocks=cfg.blocks, text_dim=cfg.text_dim, vocab=vocab,
-                      latent_channels=cfg.latent_channels, prediction_type=cfg.prediction)
+                      latent_channels=cfg.latent_channels, prediction_type=cfg.prediction,
+                      **({"fps": float(cfg.fps)} if cfg.fps else {}))
     model = TinyModel(tcfg).to(device)
     if start is not None:
         mine, theirs = tcfg.as_dict(), start.cfg.as_dict()
-        differ = [k for k in mine if k != "latent_scale" and mine[k] != theirs.get(k)]
+        # the frame rate is not architecture: a model can continue at another rate (it then learns that one)
+        differ = [k for k in mine if k not in ("latent_scale", "fps") and mine[k] != theirs.get(k)]
         if differ:
             raise DiffmemError(f"{init}: --init model differs from this run in {', '.join(differ)} "
                                "(it must have the same architecture and the same training captions)")
