@@ -31,3 +31,22 @@ def test_world_alignment_on_rendered_clips():
     assert wrong_dir["sprite_ok"] and not wrong_dir["motion_ok"]
     with pytest.raises(DiffmemError, match="not a caption"):
         wa.judge(clip, "hello")
+
+
+def test_a_model_of_the_first_second_is_judged_on_that_part_of_each_motion():
+    # a model making 8 frames at 8 fps shows the first second of the world's 2-second clips: the judge's
+    # references span the world clip's 2 s at 8 fps, so every motion and direction is read right
+    from diffmem.world.clips import DIRECTIONS
+
+    judge = WorldAlignment(size=32, n_frames=8, fps=8.0)
+    squeezed = WorldAlignment(size=32, n_frames=8, fps=8.0, clip_seconds=1.0)  # references of 8 frames
+    wrong_when_squeezed = 0
+    for motion, dirs in DIRECTIONS.items():
+        for d in dirs:
+            spec = ClipSpec.make("digit", "bricks", motion, d, n_frames=16, size=32, fps=8.0)
+            first_second = render_clip(spec)[:8]
+            r = judge.judge(first_second, caption(spec))
+            assert r["motion_ok"], (motion, d, r["motion"])
+            wrong_when_squeezed += not squeezed.judge(first_second, caption(spec))["motion_ok"]
+    # with references squeezed into the model's 8 frames, the curved motions read as others
+    assert wrong_when_squeezed >= 5

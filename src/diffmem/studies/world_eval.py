@@ -120,8 +120,10 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
     table = {g: _rates(rows, train_ids) for g, rows in samples.groupby("group", sort=True)}
     if judge:
         cfg = getattr(adapter, "cfg", None)
+        wcfg = json.loads((world / "ground_truth.json").read_text(encoding="utf-8"))["config"]
         judge_m = WorldAlignment(size=getattr(cfg, "size", 32), n_frames=getattr(cfg, "frames", 8),
-                                 fps=float(getattr(adapter, "fps", 4.0) or 4.0))
+                                 fps=float(getattr(adapter, "fps", 4.0) or 4.0),
+                                 clip_seconds=wcfg["n_frames"] / wcfg["fps"])
         by_group = defaultdict(list)
         # the judge reads clip captions (sprite and motion); pictures and the empty prompt are not judged
         rows = samples[[parse_world_caption(t) is not None for t in samples["prompt"]]]

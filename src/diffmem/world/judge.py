@@ -70,8 +70,13 @@ class WorldAlignment:
     SCALES = (0.25, 0.4, 0.6)  # sprite long side, in frame sides (the world's zooms span ~0.2-0.6)
     INSTANCES = 3
 
-    def __init__(self, size: int = 32, n_frames: int = 8, fps: float = 4.0, static_px: float = 0.5):
+    def __init__(self, size: int = 32, n_frames: int = 8, fps: float = 4.0, static_px: float = 0.5,
+                 clip_seconds: float = 2.0):
         self.size, self.n_frames, self.fps, self.static_px = int(size), int(n_frames), float(fps), float(static_px)
+        # reference clips span a world clip's whole duration (the small, medium and large worlds' 16 frames
+        # at 8 fps) at the model's rate, so a model that makes the first second of them (8 frames at 8 fps)
+        # is judged on that part of each motion, and one that makes all of it (8 at 4 fps) on all of it
+        self.clip_seconds = float(clip_seconds)
         self._templates = None
         self._textures: dict[str, np.ndarray] = {}
         self._motion_refs: tuple[np.ndarray, list[tuple[str, str]]] | None = None
@@ -144,7 +149,8 @@ class WorldAlignment:
                 if motion == "static":
                     continue
                 for d in dirs:
-                    spec = ClipSpec.make("coin", "grass", motion, d, n_frames=self.n_frames, size=self.size, fps=self.fps)
+                    n = max(self.n_frames, round(self.clip_seconds * self.fps))
+                    spec = ClipSpec.make("coin", "grass", motion, d, n_frames=n, size=self.size, fps=self.fps)
                     vm = VideoMotion.from_flows(true_flow(spec))
                     keep = vm.motion > 0
                     wins.append(vm.windows[keep])
@@ -200,4 +206,5 @@ class WorldAlignment:
 
     def describe(self) -> dict:
         return {"metric": "world alignment", "size": self.size, "n_frames": self.n_frames, "fps": self.fps,
+                "clip_seconds": self.clip_seconds,
                 "static_px": self.static_px, "blur": self.BLUR, "scales": list(self.SCALES)}
