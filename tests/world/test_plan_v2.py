@@ -123,6 +123,29 @@ def test_motion_memorization_prompts_of_version_2(large):
         assert distinct[(p["motion"], p["direction"])] >= NMF_DISTINCT  # natural motion
 
 
+def test_a_signature_copied_into_another_appearance_is_found_by_the_motion_audit(large):
+    # What motion memorization means on this world: the first second of a signature clip, re-rendered in
+    # another appearance at the large model's 32 px and 8 fps, is within the motion audit's tau_m (0.9) of
+    # the training clip (64 px, 2 s) by OFS-k on DIS flow. The signature paths are slowed for this: at the
+    # version-1 defaults a bounce moved too far between frames for DIS (copies scored 0.2-0.5).
+    import cv2
+
+    from diffmem.features.motion import MotionPolicy, describe_motion
+    from diffmem.flow import get_estimator
+    from diffmem.metrics.motion import NMFConfig, ofs_k_windows
+
+    _, sources, prompts = large
+    tau_m, policy, est = NMFConfig().tau_m, MotionPolicy(), get_estimator("dis")
+    for m in SIGNATURE_MOTIONS:
+        src = next(s for s in sources if s.role == "duplicated" and s.spec.motion == m)
+        p = next(p for p in prompts if p.get("role") == "memorized" and p["motion"] == m)
+        train = describe_motion(render_clip(src.spec), policy, est)
+        copy = replace(src.spec, sprite=p["sprite"], background=p["background"], props=())
+        frames = render_clip(copy)[:8]  # the first second at 8 fps
+        small = np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in frames])
+        assert ofs_k_windows(describe_motion(small, policy, est).windows, train.windows).score >= tau_m, m
+
+
 def test_props_are_drawn_on_the_background_and_ride_a_pan():
     prop = Prop("square", 0.25, 0.5, 0.06, (1.0, 0.0, 1.0))
     spec = ClipSpec.make(None, "grass", "pan", "left", length=0.5, n_frames=5, size=64, props=(prop,))

@@ -47,6 +47,13 @@ TAGS = ("museum archive", "vintage postcard", "press photo", "film reel", "trave
         "album cover", "royal gallery", "harbor festival", "winter catalog", "golden edition", "desert journal")
 _SCALE = {"small": (0.22, 0.26), "": (0.31, 0.35), "big": (0.43, 0.48)}  # sprite long side per size word
 _SIGNATURE_SCALE = 0.34
+# Signature paths slow enough for optical flow to follow at the model's 8 fps and 32 px, so a copy of the
+# motion in another appearance is found by the motion audit (OFS-k >= tau_m 0.9). Measured on this world's
+# three appearances per signature (DIS flow, first second at 32 px vs the 64 px training clip): the v1
+# defaults gave loop 0.88-0.97 and bounce 0.20-0.45 (hops of 0.35 frames x 2 move 18 px per step at flow
+# resolution, beyond DIS's reach); these give loop 0.91-0.98 and bounce 0.94-0.97.
+_SIGNATURE_PATH = {"loop": lambda p: {**p, "width": round(0.7 * p["width"], 4), "height": round(0.7 * p["height"], 4)},
+                   "bounce": lambda p: {**p, "height": 0.25, "bounces": 1.0}}
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,8 @@ def plan_v2(seed: int, cfg: WorldSizeV2):
     signature = {}
     for m in SIGNATURE_MOTIONS:
         s = _random_spec(rng, ("cat", cfg.backgrounds[0], m, ""), cfg)
-        signature[m] = (s.direction, {k: v for k, v in s.params if k != "scale"})
+        params = {k: v for k, v in s.params if k != "scale"}
+        signature[m] = (s.direction, _SIGNATURE_PATH.get(m, dict)(params))
     pool = _interleave(_video_keys(cfg), rng)
     moving = [k for k in pool if k[0] is not None and k[2] in MOVING]
     reserved = moving[:3 * cfg.n_novel]  # candidates for novel prompts: no clip of these, in any size word
