@@ -198,3 +198,23 @@ def test_version_2_world_files_match_its_ground_truth(small_v2):
         assert len(sig["appearances"]) == SMALL_V2.signature_appearances and set(sig["ids"]) < set(sig["all_ids"])
     prompts = [json.loads(x) for x in (small_v2 / "prompts.jsonl").read_text().splitlines()]
     assert prompts[-1]["group"] == "unconditional"
+
+
+def test_the_judge_knows_a_worlds_own_paths(small_v2):
+    # The motion references of the judge are tied to where a sprite moves: with the world's own paths it
+    # reads the world's training clips (ground truth: their specs) better than with the default paths.
+    from diffmem.io.video import read_frames
+    from diffmem.world.judge import WorldAlignment, world_paths
+
+    gt = load_ground_truth(small_v2)
+    clips = [it for it in gt["items"] if it["kind"] == "video" and it["motion"] != "static"]
+    clips = list({it["caption"]: it for it in clips}.values())  # one clip per caption
+    kw = dict(size=32, n_frames=8, fps=8.0, clip_seconds=1.0)
+    own, default = WorldAlignment(**kw, paths=world_paths(small_v2)), WorldAlignment(**kw)
+    right = {"own": 0, "default": 0}
+    for it in clips:
+        frames = read_frames(small_v2 / it["path"]).array
+        right["own"] += own.judge(frames, it["caption"])["motion_ok"]
+        right["default"] += default.judge(frames, it["caption"])["motion_ok"]
+    assert len(clips) >= 20
+    assert right["own"] >= 0.9 * len(clips) and right["own"] > right["default"], (right, len(clips))

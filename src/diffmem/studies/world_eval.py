@@ -37,7 +37,7 @@ from ..io.lock import writes_folder
 from ..io.results import environment, write_json
 from ..io.video import read_frames
 from ..models.registry import load_adapter
-from ..world.judge import WorldAlignment, parse_world_caption
+from ..world.judge import WorldAlignment, parse_world_caption, world_paths
 from .detect import run_detect
 from .extract import run_extract
 
@@ -123,7 +123,7 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
         wcfg = json.loads((world / "ground_truth.json").read_text(encoding="utf-8"))["config"]
         judge_m = WorldAlignment(size=getattr(cfg, "size", 32), n_frames=getattr(cfg, "frames", 8),
                                  fps=float(getattr(adapter, "fps", 4.0) or 4.0),
-                                 clip_seconds=wcfg["n_frames"] / wcfg["fps"])
+                                 clip_seconds=wcfg["n_frames"] / wcfg["fps"], paths=world_paths(world))
         by_group = defaultdict(list)
         # the judge reads clip captions (sprite and motion); pictures and the empty prompt are not judged
         rows = samples[[parse_world_caption(t) is not None for t in samples["prompt"]]]

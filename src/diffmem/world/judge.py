@@ -7,7 +7,8 @@ Library layers never import this package; studies and benchmarks use it on the e
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -17,6 +18,27 @@ from ..features.motion import VideoMotion, describe_motion
 from ..io.video import resize_frames
 from .assets import load_sprite, load_texture, n_instances
 from .clips import BACKGROUNDS, DIRECTIONS, SIZE_WORDS, SPRITES, ClipSpec, caption_of, texture_side, true_flow
+
+
+def world_paths(world) -> list[ClipSpec]:
+    """The clips of a world folder (`make_world`), as `WorldAlignment(paths=...)` takes them."""
+    from .build import item_specs
+
+    return [s for s in item_specs(world).values() if s.n_frames > 1]
+
+
+def _distinct_paths(specs: Iterable[ClipSpec]) -> list[tuple]:
+    """(motion, direction, path parameters) of each distinct moving path; the sprite's size is kept only
+    for zooms (it is their motion), so clips that differ only in sprite size share a path."""
+    out = {}
+    for s in specs:
+        if s.motion == "static":
+            continue
+        params = tuple((k, v) for k, v in s.params if k != "scale" or s.motion in ("zoom_in", "zoom_out"))
+        out.setdefault((s.motion, s.direction, params), None)
+    if not out:
+        raise DiffmemError("world alignment: no moving clips among the given paths")
+    return list(out)
 
 
 @dataclass(frozen=True)
@@ -71,8 +93,12 @@ class WorldAlignment:
     INSTANCES = 3
 
     def __init__(self, size: int = 32, n_frames: int = 8, fps: float = 4.0, static_px: float = 0.5,
-                 clip_seconds: float = 2.0):
+                 clip_seconds: float = 2.0, paths: Iterable[ClipSpec] | None = None):
         self.size, self.n_frames, self.fps, self.static_px = int(size), int(n_frames), float(fps), float(static_px)
+        # the motion references: one clip per motion and direction at the clips' default path, or, given a
+        # world's clips (`world_paths`), one per distinct path the world uses: windows of OFS-k are tied to
+        # where the sprite moves, and a world's paths start elsewhere than the default
+        self.paths = None if paths is None else _distinct_paths(paths)
         # reference clips span a world clip's whole duration (the small, medium and large worlds' 16 frames
         # at 8 fps) at the model's rate, so a model that makes the first second of them (8 frames at 8 fps)
         # is judged on that part of each motion, and one that makes all of it (8 at 4 fps) on all of it
@@ -144,17 +170,19 @@ class WorldAlignment:
 
     def _motions(self):
         if self._motion_refs is None:
+            n = max(self.n_frames, round(self.clip_seconds * self.fps))
+            if self.paths is None:
+                refs = [ClipSpec.make("coin", "grass", motion, d) for motion, dirs in DIRECTIONS.items()
+                        if motion != "static" for d in dirs]
+            else:
+                refs = [ClipSpec.make("coin", "grass", m, d, **dict(params)) for m, d, params in self.paths]
             wins, labels = [], []
-            for motion, dirs in DIRECTIONS.items():
-                if motion == "static":
-                    continue
-                for d in dirs:
-                    n = max(self.n_frames, round(self.clip_seconds * self.fps))
-                    spec = ClipSpec.make("coin", "grass", motion, d, n_frames=n, size=self.size, fps=self.fps)
-                    vm = VideoMotion.from_flows(true_flow(spec))
-                    keep = vm.motion > 0
-                    wins.append(vm.windows[keep])
-                    labels += [(motion, d)] * int(keep.sum())
+            for spec in refs:
+                spec = replace(spec, n_frames=n, size=self.size, fps=self.fps)
+                vm = VideoMotion.from_flows(true_flow(spec))
+                keep = vm.motion > 0
+                wins.append(vm.windows[keep])
+                labels += [(spec.motion, spec.direction)] * int(keep.sum())
             self._motion_refs = (np.concatenate(wins), labels)
         return self._motion_refs
 
