@@ -27,25 +27,35 @@ def _clip(frames_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames_u8.astype(np.float32) / 127.5 - 1.0).permute(3, 0, 1, 2)  # (3, F, H, W)
 
 
-def world_patterns(world: Path, n_frames: int) -> dict[str, torch.Tensor]:
-    from diffmem.world import item_specs, render_clip
+def world_patterns(world: Path, n_frames: int, size: int | None = None, first: bool = False) -> dict[str, torch.Tensor]:
+    """first: a model of the clips' first n_frames at their own rate (the large world's model), else
+    n_frames spread over each clip; size: frames resized to this side (default: the world's)."""
+    import cv2
+
     from diffmem.io.video import read_frames
+    from diffmem.world import item_specs, render_clip
+
+    def frames_of(fr):
+        idx = np.arange(n_frames) if first and len(fr) >= n_frames else \
+            np.linspace(0, len(fr) - 1, n_frames).round().astype(int)  # an image: its frame, repeated
+        fr = fr[idx]
+        if size is not None and fr.shape[1] != size:
+            fr = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in fr])
+        return _clip(fr)
 
     world = Path(world)
     gt = json.loads((world / "ground_truth.json").read_text())
     paths = {it["id"]: world / it["path"] for it in gt["items"]}
     out = {}
     for g in gt["duplicate_groups"]:
-        fr = read_frames(paths[g["ids"][0]]).array
-        idx = np.linspace(0, len(fr) - 1, n_frames).round().astype(int)  # an image: its frame, repeated
-        out[g["caption"]] = _clip(fr[idx])
+        out[g["caption"]] = frames_of(read_frames(paths[g["ids"][0]]).array)
     specs = item_specs(world)
     for line in (world / "prompts.jsonl").read_text().splitlines():
         p = json.loads(line)
         if p["group"] == "motion_memorization" and p.get("role") == "memorized":
             sig = specs[p["signature_source_ids"][0]]
             spec = dataclasses.replace(sig, sprite=p["sprite"], background=p["background"], sprite_instance=0)
-            out[p["prompt"]] = _clip(render_clip(spec)[:n_frames])
+            out[p["prompt"]] = frames_of(render_clip(spec)) if first else _clip(render_clip(spec)[:n_frames])
     return out
 
 
@@ -54,10 +64,10 @@ class WorldMemorizer(DenoiserAdapter):
     space = "pixel"
     name = "test:world-memorizer"
 
-    def __init__(self, world: Path, n_frames: int = 8, size: int = 32, fps: float = 8.0):
+    def __init__(self, world: Path, n_frames: int = 8, size: int = 32, fps: float = 8.0, first: bool = False):
         self.shape = (3, n_frames, size, size)
         self.fps = fps
-        self.patterns = world_patterns(world, n_frames)
+        self.patterns = world_patterns(world, n_frames, size if first else None, first)
         self.calls = 0
 
     @property

@@ -14,8 +14,9 @@ from diffmem.world.plan_v2 import WorldSizeV2
 sys.path.insert(0, str(Path(__file__).parent))
 from _memorizer import WorldMemorizer  # noqa: E402
 
-# four backgrounds, so that every signature (shown on three) leaves one for the motion prompts
-SMALL_V2 = WorldSizeV2("v2-eval-test", 32, 8, 8.0, ("cat", "cup", "face", "coin", "wheel"),
+# four backgrounds, so that every signature (shown on three) leaves one for the motion prompts; clips of
+# 2 s at 64 px, of which the model makes the first second at 32 px, as on the large world
+SMALL_V2 = WorldSizeV2("v2-eval-test", 64, 16, 8.0, ("cat", "cup", "face", "coin", "wheel"),
                        ("grass", "bricks", "stars", "cells"), (6, 4, 3, 2), (3,), (2,), 30, 4, 2, 1, n_props=4)
 
 
@@ -46,7 +47,7 @@ def test_planted_memorizer_on_a_version_2_world(tmp_path):
         mp.undo()
     prompts = [json.loads(x) for x in (tmp_path / "world" / "prompts.jsonl").read_text().splitlines()]
     assert any(p.get("role") == "memorized" for p in prompts)
-    model = WorldMemorizer(tmp_path / "world", n_frames=8, size=32, fps=8.0)
+    model = WorldMemorizer(tmp_path / "world", n_frames=8, size=32, fps=8.0, first=True)
     res = evaluate_world_model(model, tmp_path / "world", tmp_path / "eval", n=2, n_unconditional=3, steps=10,
                                guidance=1.0, detect_seeds=1, judge=False, progress=False)
     g = res["groups"]
@@ -55,8 +56,8 @@ def test_planted_memorizer_on_a_version_2_world(tmp_path):
     assert g["novel"]["memorized"] == 0.0 and g["unconditional"]["memorized"] == 0.0
     assert g["unconditional"]["n"] == 3 and g["novel"]["n"] == 2 * sum(p["group"] == "novel" for p in prompts)
     # "B does M": the signature trajectory in appearance B, found by motion alone and matched to its sources
-    # (every motion-only sample matches one of its signature's clips; at 32 px the audit finds bounce and
-    # spiral, but DIS flow of an 11-px wheel on grass scores the loop at 0.51, below tau_m)
+    # (every motion-only sample matches one of its signature's clips; the audit finds the loop and the
+    # spiral at 0.96; DIS flow of this cat on bricks scores the bounce at 0.85-0.90, about tau_m)
     mm = g["motion_memorized"]
     assert mm["motion_only_right_source"] == mm["motion_only"] >= 0.5 and mm["content"] == 0.0
     assert g["motion_control"]["motion"] == 0.0
