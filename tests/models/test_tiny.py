@@ -132,8 +132,9 @@ def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape, 
     meta = json.loads((CHECKPOINTS / f"{name}.json").read_text())
     cfg = meta["training"]["config"]
     assert meta["training"]["world"]["size"] == world
-    if name == "tiny-t2v-large":  # the second part of its training, continued from the first (checkpoints README)
-        assert cfg["seed"] == 1 and cfg["init"].startswith("df8f6958") and cfg["steps"] == 12000
+    if name == "tiny-t2v-large":  # the last part of its training, continued from the one before (checkpoints README)
+        assert cfg["seed"] == 3 and cfg["init"].startswith("7219359c") and cfg["steps"] == 12000
+        assert cfg["fps"] == 8.0 and ad.fps == 8.0  # the first second of the world's clips, at their rate
     else:
         assert cfg["seed"] == 0 and "init" not in cfg
 

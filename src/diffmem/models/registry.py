@@ -32,7 +32,7 @@ BUILTIN = {
     "tiny-t2v": "255cb7422caf91ef562a2fea474e00a86341ef5e05f4cd581d45460743555caf",
     "tiny-t2i": "562b349a1cd6bdbb69b35b0adbf6af726f411486f1070b4408110904fe81521f",
     # trained on the version-2 world (`diffmem world make --size large`): memorization rare and prompt-specific
-    "tiny-t2v-large": "e90052950bfcd8a45d94dd5ab74e327fddfedd9c4e6c2a57033df42bfb2c8a59",
+    "tiny-t2v-large": "3a13f28aec0719464585368a20cafcdeadbcbd384a993b6880e1fd17831cb334",
     "tiny-t2i-large": "6bd40c1de0633444e39f3af923ddcfc091515027192509f91862882865ea4ee7",
 }
 

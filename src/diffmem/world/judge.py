@@ -17,13 +17,12 @@ from ..errors import DiffmemError
 from ..features.motion import VideoMotion, describe_motion
 from ..io.video import resize_frames
 from .assets import load_sprite, load_texture, n_instances
+from .build import item_specs
 from .clips import BACKGROUNDS, DIRECTIONS, SIZE_WORDS, SPRITES, ClipSpec, caption_of, texture_side, true_flow
 
 
 def world_paths(world) -> list[ClipSpec]:
     """The clips of a world folder (`make_world`), as `WorldAlignment(paths=...)` takes them."""
-    from .build import item_specs
-
     return [s for s in item_specs(world).values() if s.n_frames > 1]
 
 
