@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .features import Descriptor, load_descriptor
+from .features.motion import MotionPolicy
 from .guidance.config import AMGConfig
-from .index import build_content_index
+from .index import build_content_index, build_motion_index_beside
 from .io.results import Result
 from .models.adapter import DenoiserAdapter
 from .models.registry import load_adapter
@@ -35,12 +36,19 @@ def load_model(spec: str | Path = "builtin:tiny-t2v", device: str = "cpu") -> De
 
 
 def build_index(train, out, *, descriptor: str | Descriptor = "builtin", fps: float = 8.0, factory: str = "Flat",
-                progress: bool = True, **options) -> Result:
+                motion: bool | MotionPolicy = False, progress: bool = True, **options) -> Result:
     """Descriptors of every training frame into a FAISS index folder (`diffmem index build`); resumable.
-    `options`: as `diffmem.index.build_content_index` (policy, sha256, device, batch_size, ...)."""
+    motion: also the training videos' motion windows into OUT/motion_index (True: the default motion policy),
+    which every audit against OUT then reuses. `options`: as `diffmem.index.build_content_index` (policy,
+    sha256, device, batch_size, ...)."""
     rep = build_content_index(train, out, descriptor=descriptor, fps=fps, factory=factory, progress=progress,
                               **options)
-    return Result(Path(rep.index.folder), rep.as_dict())
+    summary = rep.as_dict()
+    if motion:
+        mi, skipped = build_motion_index_beside(rep.index, None if motion is True else motion, progress=progress)
+        summary["motion"] = {"folder": str(mi.folder), "n_windows": len(mi), "n_videos": len(mi.train_ids),
+                             "policy": mi.policy.name, "skipped": [k.as_dict() for k in skipped]}
+    return Result(Path(rep.index.folder), summary)
 
 
 def audit(generated, train_or_index, out, *, motion: bool = True, threshold: float | None = None,

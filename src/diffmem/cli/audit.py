@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .index import add_descriptor_args
-from .options import add_root, add_threads, count, positive, similarity
+from .options import add_motion_policy, motion_policy, add_root, add_threads, count, positive, similarity
 
 HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
 
@@ -29,12 +29,12 @@ def register(sub):
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     m = p.add_argument_group("motion memorization (OFS-k with natural motion filtering)")
     m.add_argument("--no-motion", action="store_true", help="content only: skip the motion part")
-    m.add_argument("--flow", default="dis", choices=("dis", "farneback", "raft"),
-                   help="optical flow backend (default dis; raft needs torchvision)")
-    m.add_argument("--motion-k", type=count, default=4, help="flow steps per motion window, k of OFS-k (default 4)")
+    add_motion_policy(m)
     m.add_argument("--motion-threshold", type=similarity, default=None, help="tau_m (default 0.9)")
     m.add_argument("--motion-index", default=None,
-                   help="motion index folder (default OUT/motion_index; built or resumed there)")
+                   help="motion index folder (built, resumed or extended there; used read-only when complete). "
+                        "Default: INDEX/motion_index when TRAIN_OR_INDEX is an index built with --motion (no "
+                        "training video is decoded), else OUT/motion_index")
     add_root(p)
     add_threads(p)
     p.set_defaults(func=run, _parser=p)
@@ -46,13 +46,11 @@ def _motion_config(args):
         return False
     from dataclasses import replace
 
-    from ..features.motion import MotionPolicy
-    from ..flow import FlowPolicy
     from ..metrics.motion import NMFConfig
     from ..studies.motion_audit import MotionAuditConfig
 
     nmf = NMFConfig() if args.motion_threshold is None else replace(NMFConfig(), tau_m=args.motion_threshold)
-    return MotionAuditConfig(policy=MotionPolicy(flow=FlowPolicy(args.flow), k=args.motion_k), nmf=nmf)
+    return MotionAuditConfig(policy=motion_policy(args), nmf=nmf)
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_root, add_threads, count, positive
+from .options import add_motion_policy, motion_policy, add_root, add_threads, count, positive
 
 
 def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
@@ -57,6 +57,11 @@ def register(sub):
     b.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster to join (e.g. auto, ray://host:10001); default: start a "
                         "local Ray for this build")
+    m = b.add_argument_group("motion (--motion)")
+    m.add_argument("--motion", action="store_true",
+                   help="also index the training videos' motion windows (optical flow, OFS-k) into INDEX/motion_index, "
+                        "once: every `diffmem audit` against INDEX then uses it and decodes no training video")
+    add_motion_policy(m, fps=True)
     add_threads(b)
     add_root(b)
     b.set_defaults(func=run_build, _parser=b)
@@ -98,7 +103,20 @@ def run_build(args) -> int:
         print(f"  skipped {s['id']}: {s['path']}: {s['reason']}", file=sys.stderr)
     for i in d["truncated"]:
         print(f"  truncated {i}: indexed from the frames that decoded", file=sys.stderr)
+    if args.motion:
+        _build_motion(args, rep.index)
     return 0
+
+
+def _build_motion(args, content_index) -> None:
+    from ..index import build_motion_index_beside
+
+    index, skipped = build_motion_index_beside(content_index, motion_policy(args), progress=sys.stderr.isatty(),
+                                               engine=args.engine, address=args.address)
+    print(f"{index.folder}: {len(index)} motion windows of {len(index.train_ids)} videos ({len(skipped)} left out); "
+          f"policy {index.policy.name} at {index.policy.fps:g} fps ({index.policy.fingerprint})")
+    for s in skipped:
+        print(f"  motion: left out {s.id}: {s.reason}", file=sys.stderr)
 
 
 def run_info(args) -> int:

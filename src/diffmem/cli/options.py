@@ -62,3 +62,23 @@ def add_sample_size(parser) -> None:
     parser.add_argument("--frames", type=count, default=None, help="frames per video (diffusers video models; default: the model's)")
     parser.add_argument("--height", type=count, default=None, help="output height (diffusers models; default: the model's)")
     parser.add_argument("--width", type=count, default=None, help="output width (diffusers models; default: the model's)")
+
+
+def add_motion_policy(group, *, fps: bool = False) -> None:
+    """--flow / --motion-k (and --motion-fps where a motion index is built): the motion policy's options,
+    one definition for `diffmem audit` and `diffmem index build --motion`, read back by `motion_policy`."""
+    group.add_argument("--flow", default="dis", choices=("dis", "farneback", "raft"),
+                       help="optical flow backend (default dis; raft needs torchvision)")
+    group.add_argument("--motion-k", type=count, default=4, help="flow steps per motion window, k of OFS-k (default 4)")
+    if fps:
+        group.add_argument("--motion-fps", type=positive, default=8.0,
+                           help="rate the videos are sampled at for flow (default 8; an audit of generated videos "
+                                "of a lower rate needs an index at their rate)")
+
+
+def motion_policy(args):
+    """The MotionPolicy the options of `add_motion_policy` give."""
+    from ..features.motion import MotionPolicy
+    from ..flow import FlowPolicy
+
+    return MotionPolicy(flow=FlowPolicy(args.flow), k=args.motion_k, fps=getattr(args, "motion_fps", 8.0))

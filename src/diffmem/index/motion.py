@@ -3,6 +3,10 @@
 Training windows go into their own `VectorIndex` folder whose policy is the motion policy
 (`diffmem.features.motion.MotionPolicy`: flow backend, resolution, grid, k, fps; fingerprinted), so
 motion search scales like content search. `build_motion_index` resumes a killed build.
+
+Built once beside a content index (`diffmem index build TRAIN --out INDEX --motion` writes
+INDEX/motion_index, `MOTION_SUBFOLDER`), it is reused read-only by every audit against INDEX: an
+audit then decodes no training video (`prebuilt_motion_index`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from ..errors import BadInputError, PolicyMismatchError, Skipped
 from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
 from ..flow import get_estimator
 from ..io.lock import writes_folder
+from .content import content_items
 from .faiss_index import VectorIndex
+from .ray_engine import ray_map, ray_session
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,11 @@ class MotionIndex:
     def done(self, item_id: str) -> bool:
         """Whether the item is indexed or was recorded as left out (unreadable, too short)."""
         return self.index.has_item(item_id) or any(s.get("id") == item_id for s in self.index.skipped)
+
+    def missing(self, items: Iterable) -> list:
+        """The video items among `items` this index neither holds nor recorded as left out."""
+        left_out = {s.get("id") for s in self.index.skipped}
+        return [it for it in items if it.kind == "video" and it.id not in left_out and not self.index.has_item(it.id)]
 
     def add(self, train_id: str, motion: VideoMotion, path: str | Path = "") -> int:
         """Index one training video's windows (buffered; `flush`/`close` commits). A video shorter than
@@ -170,6 +181,36 @@ def check_motion_policy(have: MotionPolicy, want: MotionPolicy, what: str) -> No
             f"resolution, grid, k and fps, or build a new motion index")
 
 
+#: where `diffmem index build --motion` puts the motion index of a content index folder
+MOTION_SUBFOLDER = "motion_index"
+
+
+def prebuilt_motion_index(folder: str | Path, policy: MotionPolicy, items: Iterable) -> tuple[MotionIndex | None, str]:
+    """(the motion index in `folder`, "") when it exists, was built with `policy` and covers every video of
+    `items`, so it can be used read-only (no lock, no decoding: concurrent audits share it); else
+    (None, why not)."""
+    folder = Path(folder)
+    if not (folder / "index.json").is_file():
+        return None, f"no motion index in {folder}"
+    index = MotionIndex.open(folder)
+    if index.policy.fingerprint != policy.fingerprint:
+        return None, (f"{folder} was built with {index.policy.name} at {index.policy.fps} fps (fingerprint "
+                      f"{index.policy.fingerprint}); this audit needs {policy.name} at {policy.fps} fps")
+    missing = index.missing(items)
+    if missing:
+        return None, f"{folder} lacks {len(missing)} training videos (e.g. {missing[0].id})"
+    return index, ""
+
+
+def build_motion_index_beside(content_index: VectorIndex, policy: MotionPolicy | None = None, **options
+                              ) -> tuple[MotionIndex, list[Skipped]]:
+    """The motion index of exactly the training videos a content index holds, in its folder's
+    MOTION_SUBFOLDER (`diffmem index build --motion`), where every audit against it finds it.
+    `options`: as `build_motion_index` (progress, engine, address, workers...)."""
+    return build_motion_index(content_items(content_index), Path(content_index.folder) / MOTION_SUBFOLDER,
+                              policy, **options)
+
+
 # videos below which a build stays in this process (a worker pool's start-up costs about a second)
 POOL_MIN_VIDEOS = 200
 
@@ -186,7 +227,8 @@ def _describe_file(args):
 @writes_folder("motion index build")
 def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | None = None, *,
                        factory: str = "Flat", shard_size: int = 65536, estimator=None, progress: bool = False,
-                       workers: int | None = None) -> tuple[MotionIndex, list[Skipped]]:
+                       workers: int | None = None, engine: str = "local", address: str | None = None
+                       ) -> tuple[MotionIndex, list[Skipped]]:
     """Index the training videos among `items` (manifest `Item`s) in folder `out`.
 
     Resumes a killed build and extends an existing index with items it does not hold yet. Images have
@@ -196,10 +238,20 @@ def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | 
     workers: processes that decode and compute flow (None: one per CPU core, up to 8, when there are at
     least POOL_MIN_VIDEOS videos to index and no custom `estimator`, else 1). Results are added in item
     order, so the index is the same whatever the number of workers.
+
+    engine "ray": the flow is computed as Ray tasks (one CPU each; `address` joins a cluster, None starts a
+    local Ray), RAY_CHUNK videos at a time, each chunk committed in item order: the same index as a local
+    build, and a killed build loses at most the chunk that was running.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
     policy = policy or MotionPolicy()
     index = MotionIndex.create(out, policy, factory=factory, shard_size=shard_size)
-    todo = [it for it in items if it.kind == "video" and not index.done(it.id)]
+    todo = index.missing(items)
+    if engine == "ray":
+        if estimator is not None:
+            raise ValueError("a custom flow estimator runs in this process only (engine='local')")
+        return _build_on_ray(index, todo, policy, progress=progress, address=address)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(todo) >= POOL_MIN_VIDEOS and estimator is None else 1
     if workers > 1 and estimator is not None:
@@ -223,6 +275,33 @@ def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | 
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         index.index.flush()  # whatever finished is kept, also on KeyboardInterrupt
+    index.close()
+    return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
+
+
+#: videos per Ray round: committed (and safe from a kill) after each
+RAY_CHUNK = 256
+
+
+def _build_on_ray(index: MotionIndex, todo: list, policy: MotionPolicy, *, progress: bool,
+                  address: str | None) -> tuple[MotionIndex, list[Skipped]]:
+    bar = tqdm(total=len(todo), desc="motion index (ray)", unit="video", disable=not progress)
+    try:
+        if todo:
+            with ray_session(address):
+                for k in range(0, len(todo), RAY_CHUNK):
+                    chunk = todo[k:k + RAY_CHUNK]
+                    results = ray_map(_describe_file, [((str(it.path), policy.as_dict()),) for it in chunk])
+                    for it, (motion, why) in zip(chunk, results):
+                        if motion is None:
+                            index.index.add_skipped(Skipped(it.id, str(it.path), why).as_dict())
+                        else:
+                            index.add(it.id, motion, it.path)
+                    index.index.flush()
+                    bar.update(len(chunk))
+    finally:
+        bar.close()
+        index.index.flush()
     index.close()
     return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
 

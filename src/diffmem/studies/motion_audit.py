@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,7 +32,7 @@ from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_m
 from ..flow import get_estimator, to_common_resolution
 from ..flow.visualize import colour_wheel, flow_to_rgb
 from ..index.content import content_items
-from ..index.motion import MotionIndex, build_motion_index, check_motion_policy
+from ..index.motion import MOTION_SUBFOLDER, MotionIndex, build_motion_index, check_motion_policy, prebuilt_motion_index
 from ..io.html import esc, gif_data_uri, img, png_data_uri
 from ..io.video import probe
 from ..metrics.motion import MotionMatch, MotionResult, NMFConfig, assess_window, duplicate_groups, summarize
@@ -220,15 +221,30 @@ def motion_part(content_index, out: str | Path, config: MotionAuditConfig | None
                 motion_index: str | Path | None = None, gen_fps: float | None = None,
                 progress: bool = False) -> MotionPart:
     """The motion part for an audit against `content_index`, at the generated videos' rate `gen_fps` when
-    it is lower than the policy's (`at_rate`): the training videos it holds are indexed into `motion_index`
-    (default OUT/motion_index, or OUT/motion_index_<policy fingerprint> at another rate; resumed / reused
-    when present) and grouped by content near-duplication (`content_duplicate_groups`)."""
+    it is lower than the policy's (`at_rate`), with the training videos grouped by content near-duplication
+    (`content_duplicate_groups`). Its motion index, first that applies:
+
+    - `motion_index` given: used read-only if it holds every training video with this policy, else built,
+      resumed or extended there (another policy is an error);
+    - the content index's own INDEX/motion_index (`diffmem index build --motion`) when it has this policy and
+      every training video: used read-only, so the audit decodes no training video;
+    - else OUT/motion_index (OUT/motion_index_<policy fingerprint> at another rate), built or resumed."""
     given = config or MotionAuditConfig()
     config = at_rate(given, gen_fps)
     items = content_items(content_index)
-    default = "motion_index" if config == given else f"motion_index_{config.policy.fingerprint}"
-    folder = Path(motion_index) if motion_index is not None else Path(out) / default
-    index, _ = build_motion_index(items, folder, config.policy, progress=progress)
+    index = None
+    if motion_index is None:
+        index, why = prebuilt_motion_index(Path(content_index.folder) / MOTION_SUBFOLDER, config.policy, items)
+        if index is None and (Path(content_index.folder) / MOTION_SUBFOLDER).exists():
+            warnings.warn(f"not using the content index's motion index: {why}; building one in {out}", stacklevel=2)
+        default = "motion_index" if config == given else f"motion_index_{config.policy.fingerprint}"
+        folder = Path(out) / default
+    else:
+        folder = Path(motion_index)
+        if (folder / "index.json").is_file():
+            index, _ = prebuilt_motion_index(folder, config.policy, items)
+    if index is None:
+        index, _ = build_motion_index(items, folder, config.policy, progress=progress)
     groups = content_duplicate_groups(content_index, config.dup_threshold)
     return MotionPart(index, config, groups, fps=content_index.config.get("fps"),
                       paths={it.id: str(it.path) for it in items})
