@@ -145,3 +145,36 @@ def test_every_pair_at_jaccard_0_8_or_more_is_clustered_on_a_larger_sample():
     assert len(close) >= 50  # the sample has such pairs
     found = sum(labels[i] == labels[j] for i, j in close)
     assert found == len(close)
+
+
+def test_block_signatures_equal_minhash_of_the_shingle_sets():
+    """The vectorised signatures (n-grams cut from one code-point array, blocks of captions) equal MinHash of
+    each caption's explicit n-gram set, short captions (one padded n-gram) included."""
+    from diffmem.metrics.duplicates import caption_signatures, minhash, shingles
+
+    norms = [normalize_caption(c) for c in ["", "a", "ab", "a cat", "Ünïcode café 東京", "red car on a road"] * 2]
+    norms += [normalize_caption(a) for a, _ in _edited_pairs(40)]
+    for n in (3, 4, 5):
+        got = caption_signatures(norms, n, 64, block=5)
+        want = minhash([shingles(t, n) for t in norms], 64, ngram=n)
+        assert got.dtype == np.uint32 and (got == want).all()
+
+
+def test_candidate_pairs_are_dropped_only_below_a_one_in_a_million_agreement():
+    from scipy.stats import binom
+
+    from diffmem.metrics.duplicates import _agreement_needed
+
+    for t, m in ((0.8, 64), (0.6, 64), (0.9, 32)):
+        need = _agreement_needed(t, m)
+        # a pair at exactly the threshold agrees in fewer places with probability <= 1e-6, and one more
+        # agreement would cut it above 1e-6
+        assert binom.cdf(need - 1, m, t) <= 1e-6 < binom.cdf(need, m, t)
+
+
+def test_union_find_labels_are_each_elements_smallest_member():
+    rng = np.random.default_rng(0)
+    uf = UnionFind(500)
+    for a, b in rng.integers(0, 500, size=(300, 2)):
+        uf.union(int(a), int(b))
+    assert list(uf.labels()) == [uf.find(i) for i in range(500)]

@@ -34,7 +34,7 @@ The prompt files read and written here are `diffmem.data.prompts`'.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -46,7 +46,7 @@ from ..detect.prompts import magnitude_function
 from ..errors import BadInputError
 from ..features import load_descriptor
 from ..io.results import environment, write_json
-from ..metrics.duplicates import caption_clusters, content_clusters, normalize_caption
+from ..metrics.duplicates import content_clusters, normalize_caption, normalized_caption_clusters
 from ..models import load_adapter
 from .item_vectors import index_items, item_vectors
 
@@ -64,11 +64,33 @@ DEFAULT_CONTENT_THRESHOLD = 0.95
 # Curation
 
 
-def _groups(labels: np.ndarray) -> dict[int, list[int]]:
-    g: dict[int, list[int]] = defaultdict(list)
-    for i, lab in enumerate(labels):
-        g[int(lab)].append(i)
+class _Groups(dict):
+    """label -> members of the clusters of two or more; any other label is a singleton, its own member (a
+    cluster's label is its first member's index). Millions of singletons cost nothing."""
+
+    def __missing__(self, label: int) -> list[int]:
+        return [label]
+
+
+def _groups(labels: np.ndarray) -> _Groups:
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    sl = labels[order]
+    cut = np.flatnonzero(sl[1:] != sl[:-1]) + 1
+    lo, hi = np.concatenate([[0], cut]), np.concatenate([cut, [len(sl)]])
+    g = _Groups()
+    for a, b in zip(lo[hi - lo > 1].tolist(), hi[hi - lo > 1].tolist()):
+        g[int(sl[a])] = order[a:b].tolist()
     return g
+
+
+def _clusters(labels: np.ndarray, groups: _Groups, singletons: bool):
+    """The members of every cluster of two or more, then (singletons=True) of every singleton."""
+    yield from groups.values()
+    if singletons:
+        for i in np.flatnonzero(labels == np.arange(len(labels))).tolist():
+            if i not in groups:
+                yield [i]
 
 
 def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.ndarray | None = None,
@@ -91,8 +113,7 @@ def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.n
     ids = [str(i) for i in ids]
     captions = [str(c or "") for c in captions]
     norms = [normalize_caption(c) for c in captions]
-    cap_lab = caption_clusters(captions, threshold=caption_threshold, ngram=ngram)
-    exact_lab = caption_clusters(captions, threshold=1.0)
+    exact_lab, cap_lab = normalized_caption_clusters(norms, threshold=caption_threshold, ngram=ngram)
     if vectors is not None:
         if content_threshold is None:
             raise ValueError("content_threshold is required with vectors")
@@ -118,8 +139,8 @@ def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.n
         return first_seen[best]
 
     candidates: dict[str, dict] = {}  # normalised prompt -> {"rep": item index, "why": set}
-    for kind, groups in (("caption", cap_groups), ("content", con_groups)):
-        for members in groups.values():
+    for kind, labels, groups in (("caption", cap_lab, cap_groups), ("content", con_lab, con_groups)):
+        for members in _clusters(labels, groups, include_singletons):
             if len(members) < min_count and not include_singletons:
                 continue
             rep = mode_caption(members)
