@@ -329,3 +329,132 @@ def test_a_folder_holding_train_parquet_means_that_manifest(tmp_path):
     a, b = load_manifest(tmp_path / "w"), load_manifest(tmp_path / "w" / "train.parquet")
     assert [(i.id, i.caption, i.kind) for i in a.items] == [(i.id, i.caption, i.kind) for i in b.items]
     assert all(i.caption for i in a.items) and manifest_file(tmp_path) == tmp_path  # a plain folder is itself
+
+
+# ------------------------------------------------------------------ column maps, templates and presets
+# (the field's layouts: a WebVid CSV has no path column and its captions are in `name`; img2dataset's LAION
+# parquet names images by key in shard folders; both were refused or loaded with empty captions silently)
+
+import warnings  # noqa: E402
+
+from diffmem.data.manifest import PRESETS, ColumnMap, ManifestWarning, column_map, load_captions  # noqa: E402
+
+WEBVID = [  # columns of WebVid-10M's results_*.csv
+    {"videoid": "1066697575", "name": "Aerial shot of a winter forest", "page_dir": "006001_006050",
+     "duration": "PT00H00M11S", "contentUrl": "https://ak.picdn.net/1066697575/preview.mp4"},
+    {"videoid": "21179416", "name": "Boat on a calm lake, sunset", "page_dir": "1000_1050",
+     "duration": "PT00H00M20S", "contentUrl": "https://ak.picdn.net/21179416/preview.mp4"},
+]
+
+
+def _webvid(tmp_path: Path, rows=WEBVID) -> tuple[Path, Path]:
+    (tmp_path / "meta").mkdir(exist_ok=True)
+    csv_path = _write(tmp_path / "meta" / "results_2M_val.csv", rows)
+    for r in rows:
+        if r.get("page_dir") and r.get("videoid"):
+            touch(tmp_path / "data" / r["page_dir"] / f"{r['videoid']}.mp4")
+    return csv_path, tmp_path / "data"
+
+
+def test_webvid_csv_is_refused_without_its_layout_and_loads_with_the_preset(tmp_path):
+    src, data = _webvid(tmp_path)
+    with pytest.raises(BadInputError, match="no 'path' column .*use the 'webvid' preset") as e:
+        load_manifest(src, root=data)
+    assert "results_2M_val.csv" in str(e.value) and "videoid, name, page_dir" in str(e.value)
+    for columns in ("webvid", PRESETS["webvid"], column_map("webvid")):
+        m = load_manifest(src, root=data, columns=columns)
+        assert m.skipped == []
+        assert [(i.id, i.caption, i.kind) for i in m.items] == [
+            ("1066697575", "Aerial shot of a winter forest", "video"), ("21179416", "Boat on a calm lake, sunset", "video")]
+        assert m.items[0].path == (data / "006001_006050" / "1066697575.mp4").resolve()
+
+
+def test_a_table_without_its_caption_column_says_so_once(tmp_path):
+    """A user added a path column to the WebVid CSV: the captions (in `name`) were empty, silently."""
+    src, data = _webvid(tmp_path)
+    rows = [{**r, "path": f"{r['page_dir']}/{r['videoid']}.mp4"} for r in WEBVID]
+    src = _write(tmp_path / "meta" / "with_path.csv", rows)
+    with pytest.warns(ManifestWarning, match="with_path.csv: no 'caption' column .*videoid, name, page_dir"):
+        m = load_manifest(src, root=data)
+    assert [i.caption for i in m.items] == ["", ""]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # mapped: no warning, and the captions are there
+        m = load_manifest(src, root=data, columns=column_map(caption="name"))
+        assert [i.caption for i in m.items] == [r["name"] for r in WEBVID]
+        touch(tmp_path / "only" / "a.mp4")
+        (tmp_path / "only" / "m.csv").write_text("path,kind\na.mp4,video\n")  # a plain list of media: no warning
+        assert len(load_manifest(tmp_path / "only" / "m.csv").items) == 1
+    with pytest.raises(BadInputError, match="no 'title' column for the captions"):
+        load_manifest(src, root=data, columns=column_map(caption="title"))
+    with pytest.raises(BadInputError, match="no 'uid' column for the ids"):
+        load_manifest(src, root=data, columns=column_map(id="uid"))
+
+
+def test_laion_parquet_in_img2dataset_layout(tmp_path):
+    keys = ["000000012", "000000013", "000010000"]  # 5-digit shard + 4-digit index
+    df = pd.DataFrame({"url": [f"https://x/{k}.jpg" for k in keys], "caption": ["a cat", "a dog", "a fox"],
+                       "key": keys, "similarity": [0.31, 0.29, 0.33], "width": [256] * 3, "height": [256] * 3})
+    src = tmp_path / "laion.parquet"
+    df.to_parquet(src, index=False)
+    for k in keys[:2]:
+        touch(tmp_path / "imgs" / "00000" / f"{k}.jpg")
+    touch(tmp_path / "imgs" / "00001" / "000010000.jpg")
+    m = load_manifest(src, root=tmp_path / "imgs", columns="laion")
+    assert m.skipped == []
+    assert [(i.id, i.caption, i.kind, i.path.parent.name) for i in m.items] == [
+        ("000000012", "a cat", "image", "00000"), ("000000013", "a dog", "image", "00000"),
+        ("000010000", "a fox", "image", "00001")]
+    # the same through an explicit template; the captions alone need no image
+    m2 = load_manifest(src, root=tmp_path / "imgs", columns=column_map(id="key", template="{key:.5}/{key}.jpg"))
+    assert [i.path for i in m2.items] == [i.path for i in m.items]
+    assert [(i.id, i.caption) for i in load_captions(src, columns="laion")] == [
+        ("000000012", "a cat"), ("000000013", "a dog"), ("000010000", "a fox")]
+
+
+def test_explicit_columns_override_the_preset():
+    cm = column_map("webvid", caption="alt", path="file")
+    assert (cm.id, cm.caption, cm.path, cm.template) == ("videoid", "alt", "file", None)
+    cm = column_map("laion", template="{Shard}/{KEY}.png")
+    assert (cm.path, cm.fields) == (None, ("shard", "key"))
+    assert column_map() == ColumnMap() == PRESETS["default"]
+    for bad, why in [({"preset": "coco"}, "unknown manifest preset"), ({"path": "p", "template": "{a}"}, "not both"),
+                     ({"template": "{0}.mp4"}, "must name a column"), ({"template": "{a.b}.mp4"}, "must name a column"),
+                     ({"template": "{}.mp4"}, "must name a column"), ({"template": "all.mp4"}, "uses no column"),
+                     ({"template": "{key:d}.jpg"}, "bad path template"), ({"template": "{key"}, "bad path template")]:
+        with pytest.raises(ValueError, match=why):
+            column_map(**bad)
+
+
+def test_a_template_naming_a_missing_column_is_one_line_before_any_row(tmp_path):
+    src, data = _webvid(tmp_path)
+    for ext in (".csv", ".jsonl", ".parquet"):
+        f = _write(tmp_path / "meta" / f"t{ext}", WEBVID)
+        with pytest.raises(BadInputError) as e:
+            load_manifest(f, root=data, columns=column_map("webvid", template="{part}/{videoid}.mp4"))
+        msg = str(e.value)
+        assert f"t{ext}" in msg and "uses column 'part'" in msg and "\n" not in msg
+
+
+def test_template_values_cannot_escape_the_root(tmp_path):
+    touch(tmp_path / "secret.mp4")
+    touch(tmp_path / "data" / "ok" / "1.mp4")
+    rows = [{"videoid": "1", "name": "fine", "page_dir": "ok"},
+            {"videoid": "2", "name": "climbs", "page_dir": "../.."},
+            {"videoid": "secret", "name": "climbs to a real file", "page_dir": ".."},
+            {"videoid": "3", "name": "absolute", "page_dir": "/etc"},
+            {"videoid": "../../x", "name": "id climbs", "page_dir": "ok"},
+            {"videoid": "4", "name": "no folder", "page_dir": ""}]
+    (tmp_path / "meta").mkdir()
+    src = _write(tmp_path / "meta" / "w.csv", rows)
+    m = load_manifest(src, root=tmp_path / "data", columns="webvid")
+    assert [i.id for i in m.items] == ["1"]
+    r = {s.id: s.reason for s in m.skipped}
+    for vid in ("2", "secret", "3", "../../x"):
+        assert "path escapes the manifest folder" in r[vid], r
+    assert "no 'page_dir' value for the path template" in r["4"]
+
+
+def test_a_preset_on_a_folder_is_refused(tmp_path):
+    touch(tmp_path / "a.mp4")
+    with pytest.raises(BadInputError, match="folder of media has no columns"):
+        load_manifest(tmp_path, columns="webvid")

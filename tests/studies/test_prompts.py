@@ -237,3 +237,41 @@ def test_caption_only_metadata_is_curated_without_media(tmp_path, capsys):
         got = read_prompts(out)
         assert got[0].prompt == "The Great Wave off Kanagawa" and got[0].evidence["n_caption"] == 3
         assert json.loads((tmp_path / f"{name}.prompts.summary.json").read_text())["config"]["content"] is False
+
+
+def test_caption_only_curation_looks_at_no_media_path(tmp_path, monkeypatch):
+    """Caption-only curation of a manifest with paths (--no-content) needs no file: it stats none of them
+    (the loader used to stat every path four times, the media being absent on a curation machine)."""
+    import os
+
+    import pandas as pd
+
+    from diffmem.data.manifest import load_manifest
+    from diffmem.studies.prompts import run_prompts
+
+    media = tmp_path / "media"
+    media.mkdir()
+    rng = np.random.default_rng(0)
+    caps = ["a dog on a beach"] * 3 + [" ".join("".join(rng.choice(list("abcdefghij"), 6)) for _ in range(3))
+                                       for _ in range(40)]  # unrelated captions
+    pd.DataFrame({"path": [f"media/v{i}.mp4" for i in range(len(caps))], "caption": caps}).to_csv(
+        tmp_path / "train.csv", index=False)
+    for i in range(5):  # a few files present: with content, those are checked (one stat each)
+        (media / f"v{i}.mp4").write_bytes(b"x")
+    seen = []
+    real_stat = os.stat
+
+    def spy(path, *a, **k):
+        if str(media) in os.fspath(path):
+            seen.append(os.fspath(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(os, "stat", spy)
+    s = run_prompts(tmp_path / "train.csv", tmp_path / "p.jsonl", content=False, progress=False)
+    assert s["n_items"] == len(caps) and s["n_prompts"] == 1 and seen == []
+    m = load_manifest(tmp_path / "train.csv")
+    from collections import Counter
+
+    n = Counter(seen)  # a present file: one stat; a missing one: its stat and a look at the link
+    assert len(m.items) == 5 and len(n) == len(caps)
+    assert all(n[str(media / f"v{i}.mp4")] == (1 if i < 5 else 2) for i in range(len(caps))), n

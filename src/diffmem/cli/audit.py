@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 
 from .index import add_descriptor_args
-from .options import add_motion_policy, motion_policy, add_root, add_threads, count, positive, similarity
+from .options import (add_manifest_options, add_motion_policy, manifest_columns, motion_policy, add_threads, count,
+                      positive, similarity)
 
 HELP = "audit generated items against a training set"  # shown by `diffmem --help` without importing the library
 
@@ -35,7 +36,7 @@ def register(sub):
                    help="motion index folder (built, resumed or extended there; used read-only when complete). "
                         "Default: INDEX/motion_index when TRAIN_OR_INDEX is an index built with --motion (no "
                         "training video is decoded), else OUT/motion_index")
-    add_root(p)
+    add_manifest_options(p)
     add_threads(p)
     p.set_defaults(func=run, _parser=p)
     return p
@@ -60,7 +61,8 @@ def run(args) -> int:
     r = audit(args.generated, args.train_or_index, args.out, descriptor=args.descriptor, policy=args.policy,
               sha256=args.sha256, threshold=args.threshold, fps=args.fps, factory=args.factory, device=args.device,
               batch_size=args.batch_size, progress=sys.stderr.isatty(), report=not args.no_report,
-              motion=motion, motion_index=args.motion_index, root=args.root)
+              motion=motion, motion_index=args.motion_index, root=args.root,
+              columns=manifest_columns(args))
     s = r.summary
     v = s["verdicts"]
     motion_note = "" if not motion else f", {v['motion'] + v['both']} motion-memorized (tau_m {motion.nmf.tau_m:g})"

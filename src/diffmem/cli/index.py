@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_motion_policy, motion_policy, add_root, add_threads, count, positive
+from .options import add_manifest_options, add_motion_policy, manifest_columns, motion_policy, add_threads, count, positive
 
 
 def add_descriptor_args(p, *, default: str | None = "builtin") -> None:
@@ -63,7 +63,7 @@ def register(sub):
                         "once: every `diffmem audit` against INDEX then uses it and decodes no training video")
     add_motion_policy(m, fps=True)
     add_threads(b)
-    add_root(b)
+    add_manifest_options(b)
     b.set_defaults(func=run_build, _parser=b)
     i = actions.add_parser("info", help="describe an index", description="Print an index's counts, policy and settings as JSON.")
     i.add_argument("index", help="index folder")
@@ -76,10 +76,11 @@ def run_build(args) -> int:
     from ..index import build_content_index
 
     train = args.train
-    if args.root:
+    columns = manifest_columns(args)
+    if args.root or columns is not None:
         from ..data.manifest import load_manifest
 
-        train = load_manifest(args.train, root=args.root)
+        train = load_manifest(args.train, root=args.root, columns=columns)
     if args.engine == "ray":
         from ..index.ray_engine import build_content_index_ray
 

@@ -56,6 +56,44 @@ def add_root(parser) -> None:
                              "(default: the manifest file's folder), e.g. a CSV in meta/ for videos in /data")
 
 
+MANIFEST_PRESETS = ("default", "webvid", "laion")  # diffmem.data.manifest.PRESETS (not imported: --help stays fast)
+_COLUMN_OPTIONS = ("preset", "id_column", "caption_column", "path_column", "path_template")
+
+
+def add_manifest_options(parser) -> None:
+    """--root, --preset and the column options: how a training manifest table is read, for every command
+    that reads one (`diffmem.data.manifest.ColumnMap`; `manifest_columns` turns them into one)."""
+    add_root(parser)
+    g = parser.add_argument_group("training manifest layout (CSV / TSV / JSONL / Parquet tables)")
+    g.add_argument("--preset", choices=MANIFEST_PRESETS, default=None,
+                   help="the table's layout: default (columns path, id, caption), webvid (WebVid CSV: id videoid, "
+                        "caption name, video {page_dir}/{videoid}.mp4), laion (img2dataset parquet: id key, caption "
+                        "caption, image {key:.5}/{key}.jpg, the shard folder being the key's first 5 digits)")
+    g.add_argument("--id-column", default=None, metavar="COL", help="column of the item ids (overrides the preset's)")
+    g.add_argument("--caption-column", default=None, metavar="COL",
+                   help="column of the captions (overrides the preset's)")
+    g.add_argument("--path-column", default=None, metavar="COL",
+                   help="column of the media paths (overrides the preset's path or template)")
+    g.add_argument("--path-template", default=None, metavar="TEMPLATE",
+                   help="media path built from the row's columns, e.g. '{page_dir}/{videoid}.mp4' (str.format over "
+                        "the values as strings; relative to --root; overrides the preset's path)")
+
+
+def manifest_columns(args):
+    """The `ColumnMap` the options of `add_manifest_options` give, or None when none was given (the table's
+    own path, id and caption columns). A bad combination or template is a one-line DiffmemError."""
+    if all(getattr(args, k, None) is None for k in _COLUMN_OPTIONS):
+        return None
+    from ..data.manifest import column_map
+    from ..errors import DiffmemError
+
+    try:
+        return column_map(args.preset, id=args.id_column, caption=args.caption_column, path=args.path_column,
+                          template=args.path_template)
+    except ValueError as e:
+        raise DiffmemError(f"{e} (--preset / --id-column / --caption-column / --path-column / --path-template)") from None
+
+
 def add_sample_size(parser) -> None:
     """--frames / --height / --width: the size of the samples a model makes (diffusers models; the tiny
     models have one size). The same three options wherever a model samples: generate, detect, extract, amg."""
@@ -82,3 +120,23 @@ def motion_policy(args):
     from ..flow import FlowPolicy
 
     return MotionPolicy(flow=FlowPolicy(args.flow), k=args.motion_k, fps=getattr(args, "motion_fps", 8.0))
+
+
+DTYPES = ("float32", "bfloat16", "float16")  # = diffmem.models.registry.DTYPES (not imported: --help stays light)
+
+
+def add_dtype(parser) -> None:
+    """--dtype: the dtype a model is loaded and sampled in (frames and scores stay float32)."""
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="dtype of the model's weights and latents: float32 (default), bfloat16 (CPU or CUDA), "
+                             "float16 (meant for CUDA: on a CPU it runs slowly). Frames and scores are float32")
+
+
+def add_model_loading(parser) -> None:
+    """--dtype and --config: how MODEL is loaded. The same options wherever a model samples: generate,
+    detect, extract, amg evaluate."""
+    add_dtype(parser)
+    parser.add_argument("--config", dest="model_config", default=None, metavar="FOLDER_OR_HUB_ID",
+                        help="for a single-file checkpoint MODEL (model.safetensors, original Stable Diffusion "
+                             "layout): a diffusers StableDiffusionPipeline folder, or the id of one in the local "
+                             "Hugging Face cache, giving its configuration (diffmem downloads nothing)")

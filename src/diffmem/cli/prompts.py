@@ -1,7 +1,7 @@
 """`diffmem prompts TRAIN --out FILE`: curate the prompts most prone to trigger memorization."""
 from __future__ import annotations
 
-from .options import add_root, add_threads, count, similarity, unit
+from .options import add_manifest_options, add_threads, count, manifest_columns, similarity, unit
 
 HELP = "curate memorization-prone prompts from a training set"  # shown by `diffmem --help` without importing the library
 
@@ -30,7 +30,7 @@ def register(sub):
     p.add_argument("--include-singletons", action="store_true",
                    help="with --model: also score the caption of every non-duplicated item")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    add_root(p)
+    add_manifest_options(p)
     add_threads(p)
     p.set_defaults(func=_run)
     return p
@@ -43,9 +43,13 @@ def _run(args) -> int:
     s = run_prompts(args.train, args.out, content=args.content, descriptor=args.descriptor,
                     caption_threshold=args.caption_threshold, content_threshold=args.content_threshold,
                     min_count=args.min_count, top=args.top, model=args.model, detect_seeds=args.detect_seeds,
-                    include_singletons=args.include_singletons, device=args.device, root=args.root)
-    entries = read_prompts(args.out)
+                    include_singletons=args.include_singletons, device=args.device, root=args.root,
+                    columns=manifest_columns(args))
+    entries = read_prompts(args.out) if s["n_prompts"] else []  # an empty file is no prompt list to read back
     print(f"{s['n_prompts']} prompts from {s['n_items']} items ({s['n_skipped']} skipped), ranked by {s['ranking']}")
+    if not entries:
+        print(f"  no caption or content cluster has {args.min_count} items (--min-count); to rank every caption, "
+              "give --model MODEL --include-singletons")
     for e in entries[:10]:
         ev = e.evidence
         extra = f" magnitude={ev['magnitude']:.4g}" if ev.get("magnitude") is not None else ""

@@ -9,6 +9,13 @@ One loader for every source:
 - a CSV (or TSV), JSONL or Parquet file with columns ``path`` (required), ``id``, ``caption``
   and ``kind`` (optional). Relative paths resolve against the manifest file's folder; a
   missing id is derived from the path as above; a missing kind comes from the extension.
+  A `ColumnMap` (``columns=``) reads tables in other layouts: which column is the id, which the
+  caption, and which the path, or a path *template* built from the row (``{page_dir}/{videoid}.mp4``);
+  `PRESETS` names the field's layouts: ``webvid`` (WebVid-10M CSV: videoid, name, page_dir; video
+  ``{page_dir}/{videoid}.mp4``) and ``laion`` (img2dataset's parquet: key, caption; image
+  ``{key:.5}/{key}.jpg``). A template naming a column the table lacks is refused before any row is read
+  (`NoPathsError`); a table without its caption column loads with empty captions and a warning naming
+  the file and its columns (an explicitly mapped caption or id column that is missing is an error).
 
 Every path must stay inside the manifest's folder (or the ``root`` given): ``../../etc/passwd``
 or an absolute path elsewhere is refused ("path escapes the manifest folder"). The check is
@@ -30,10 +37,12 @@ import io
 import json
 import os
 import re
+import stat
+import string
 import unicodedata
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -45,8 +54,9 @@ from diffmem.errors import BadInputError, Skipped
 from diffmem.io.results import write_parquet, write_text
 from diffmem.io.video import MEDIA_EXTENSIONS, media_kind
 
-__all__ = ["Item", "Manifest", "load_manifest", "write_manifest", "clean_caption",
-           "MANIFEST_EXTENSIONS", "MAX_CAPTION_CHARS"]
+__all__ = ["Item", "Manifest", "ColumnMap", "PRESETS", "column_map", "load_manifest", "write_manifest",
+           "load_captions", "clean_caption", "MANIFEST_EXTENSIONS", "MAX_CAPTION_CHARS", "NoPathsError",
+           "ManifestWarning"]
 
 KINDS = ("video", "image")
 MANIFEST_EXTENSIONS = frozenset({".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq"})
@@ -116,27 +126,27 @@ def _id_from_path(rel: str) -> str:
 
 
 def _file_problem(path: Path) -> str | None:
+    """Why `path` is no usable media file, or None; one stat for a good file (a million-row manifest
+    stats each path once), the link is looked at only when that stat fails."""
     try:
-        if not path.exists():
-            if path.is_symlink():
-                try:
-                    path.resolve(strict=True)
-                except RuntimeError:  # Python < 3.13 raises this for a loop
-                    return "symbolic link loop"
-                except OSError as e:
-                    return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
-                return "broken symbolic link"
-            return "file not found"
-        if path.is_dir():
-            return "is a directory, not a file"
-        if not path.is_file():
-            return "not a regular file"
-        if path.stat().st_size == 0:
-            return "file is empty (0 bytes)"
-    except OSError as e:  # e.g. a name too long, permission denied on a parent
-        return f"cannot access file ({e.strerror or e})"
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            try:
+                return "broken symbolic link" if path.is_symlink() else "file not found"
+            except OSError:
+                return "file not found"
+        return f"cannot access file ({e.strerror or e})"  # e.g. a name too long, permission denied on a parent
     except ValueError as e:  # a name the file system cannot encode
         return f"invalid file name ({e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "file is empty (0 bytes)"
     return None
 
 
@@ -209,7 +219,146 @@ def _norm_key(k) -> str:
     return str(k).strip().lstrip("\ufeff").lower() if k is not None else ""
 
 
-def _rows_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
+class ManifestWarning(UserWarning):
+    """A manifest loads, but probably not as meant (e.g. no caption column: every caption is empty)."""
+
+
+def _as_text(v) -> str:
+    """A row value as a template sees it: None / NaN -> '', 12.0 -> '12' (an integer column with gaps)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
+class _Fields(dict):
+    """Template values by lower-case column name; a template may spell a column in any case."""
+
+    def __missing__(self, key):
+        if isinstance(key, str) and _norm_key(key) in self:
+            return self[_norm_key(key)]
+        raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a manifest table are the id, the caption and the media path: the path is a column
+    (`path`) or a `template` with ``{column}`` fields, filled by ``str.format_map`` with the row's values as
+    strings (format specs apply to strings: ``{key:.5}`` is the first 5 characters). Column names match
+    case-insensitively. The path a template gives is checked like any other (no '..' or absolute escapes).
+    `preset`: the name of the `PRESETS` entry this map started from."""
+
+    id: str = "id"
+    caption: str = "caption"
+    path: str | None = "path"
+    template: str | None = None
+    preset: str = "default"
+
+    def __post_init__(self):
+        for f in ("id", "caption", "path"):
+            if getattr(self, f) is not None:
+                object.__setattr__(self, f, _norm_key(getattr(self, f)))
+        if (self.path is None) == (self.template is None):
+            raise ValueError("a column map needs a path column or a path template (one of them)")
+        if self.template is not None:
+            fields = self.fields  # a field that names no column is refused here
+            try:
+                self.template.format_map(_Fields({f: "000000000" for f in fields}))
+            except (ValueError, KeyError, IndexError) as e:
+                raise ValueError(f"bad path template {self.template!r}: {e}") from None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The columns the path template uses (lower case), in order."""
+        if self.template is None:
+            return ()
+        try:
+            parsed = list(string.Formatter().parse(self.template))
+        except ValueError as e:
+            raise ValueError(f"bad path template {self.template!r}: {e}") from None
+        out = []
+        for _, name, spec, _ in parsed:
+            if name is None:
+                continue
+            if not name.strip() or name.isdigit() or any(c in name for c in ".[") or "{" in (spec or ""):
+                raise ValueError(f"bad path template {self.template!r}: every field must name a column, "
+                                 f"as in {{page_dir}}/{{videoid}}.mp4 (got {{{name}}})")
+            if _norm_key(name) not in out:
+                out.append(_norm_key(name))
+        if not out:
+            raise ValueError(f"path template {self.template!r} uses no column: every row would name one file")
+        return tuple(out)
+
+    def check(self, source: Path, keys: Iterable[str], *, path_column: bool = True) -> None:
+        """Refuse (or warn once) before any row is read, naming the file and the columns it has.
+        path_column=False: leave the path column's check to the caller (JSONL: any line may have it)."""
+        keys = list(keys)
+        found = f"columns: {', '.join(keys) or 'none'}"
+        if path_column and self.path is not None and self.path not in keys:
+            hint = next((f"; it looks like {n}: use the {n!r} preset (--preset {n})" for n, cm in PRESETS.items()
+                         if cm.template and set(cm.fields) | {cm.caption} <= set(keys)), "")
+            raise NoPathsError(source, f"no {self.path!r} column ({found}){hint}")
+        for f in self.fields:
+            if f not in keys:
+                raise NoPathsError(source, f"path template {self.template!r} uses column {f!r}, which the table "
+                                           f"does not have ({found})")
+        if self.id != "id" and self.id not in keys:
+            raise BadInputError(source, f"no {self.id!r} column for the ids ({found})")
+        if self.caption not in keys:
+            if self.caption != "caption":  # a column the user (or the preset) named
+                raise BadInputError(source, f"no {self.caption!r} column for the captions ({found})")
+            if set(keys) <= {self.id, self.path, "kind", *self.fields} or (self.path and self.path not in keys):
+                return  # a list of media without captions (e.g. generated items), or not a manifest at all
+            warnings.warn(f"{source}: no 'caption' column ({found}): every caption is empty; name the caption "
+                          "column with --caption-column (columns=ColumnMap(caption=...)) or a --preset",
+                          ManifestWarning, stacklevel=2)
+
+    def resolve(self, row: dict) -> tuple:
+        """(id, path text, caption, kind, problem) of a row (keys lower case); problem is None or why the
+        path cannot be made."""
+        if self.template is None:
+            path, problem = _text(row.get(self.path)), None
+        else:
+            missing = [f for f in self.fields if not _as_text(row.get(f)).strip()]
+            if missing:
+                path, problem = None, f"no {missing[0]!r} value for the path template {self.template!r}"
+            else:
+                path, problem = self.template.format_map(_Fields({f: _as_text(row.get(f)) for f in self.fields})), None
+        return _text(row.get(self.id)), path, row.get(self.caption), _text(row.get("kind")), problem
+
+
+PRESETS: dict[str, ColumnMap] = {
+    "default": ColumnMap(),
+    # WebVid-10M's CSV: videoid, name (the caption), page_dir, duration, contentUrl; the videos downloaded as
+    # {page_dir}/{videoid}.mp4 (the layout of the WebVid download scripts)
+    "webvid": ColumnMap(id="videoid", caption="name", path=None, template="{page_dir}/{videoid}.mp4",
+                        preset="webvid"),
+    # img2dataset's output (output_format files): key is the 9-digit shard+index string, the image
+    # {shard}/{key}.jpg with the shard folder the first 5 digits (its default 10,000 samples per shard)
+    "laion": ColumnMap(id="key", caption="caption", path=None, template="{key:.5}/{key}.jpg", preset="laion"),
+}
+
+
+def column_map(preset: str | None = None, *, id: str | None = None, caption: str | None = None,
+               path: str | None = None, template: str | None = None) -> ColumnMap:
+    """The `ColumnMap` of a preset (default: 'default') with the columns given explicitly overriding it; a
+    path column replaces the preset's template and a template its path column. ValueError on a bad name."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown manifest preset {preset!r}; use one of {', '.join(PRESETS)}")
+    if path and template:
+        raise ValueError("give a path column or a path template, not both")
+    changes: dict = {k: v for k, v in (("id", id), ("caption", caption)) if v}
+    if path:
+        changes.update(path=path, template=None)
+    if template:
+        changes.update(template=template, path=None)
+    return replace(PRESETS[preset or "default"], **changes)
+
+
+def _rows_csv(path: Path, delimiter: str, cm: ColumnMap) -> Iterator[tuple[str, dict]]:
     f = open(path, encoding="utf-8-sig", errors="replace", newline="")
     old_limit = csv.field_size_limit()
     csv.field_size_limit(1 << 30)  # a runaway caption should be cut, not abort the whole file
@@ -220,8 +369,7 @@ def _rows_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
         if header is None:
             raise BadInputError(path, "empty manifest: no header row (needs a 'path' column)")
         keys = [_norm_key(h) for h in header]
-        if "path" not in keys:
-            raise NoPathsError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
+        cm.check(path, [k for k in keys if k])
         for n, row in enumerate(reader, start=1):
             if not any(cell.strip() for cell in row):
                 continue  # blank line
@@ -233,7 +381,8 @@ def _rows_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
         f.close()
 
 
-def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+def _rows_jsonl(path: Path, cm: ColumnMap) -> Iterator[tuple[str, dict]]:
+    checked = False
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -246,17 +395,19 @@ def _rows_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(obj, dict):
                 yield f"line {n}", ValueError("not a JSON object")
                 continue
-            yield f"line {n}", {_norm_key(k): v for k, v in obj.items()}
+            row = {_norm_key(k): v for k, v in obj.items()}
+            if not checked:  # the first object stands for the file (the path field: see _load_table)
+                cm.check(path, list(row), path_column=False)
+                checked = True
+            yield f"line {n}", row
 
 
-def _rows_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+def _rows_parquet(path: Path, cm: ColumnMap) -> Iterator[tuple[str, dict]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise BadInputError(path, f"not a readable Parquet file ({e})") from None
-    keys = [_norm_key(n) for n in pf.schema_arrow.names]
-    if "path" not in keys:
-        raise NoPathsError(path, f"no 'path' column (columns: {', '.join(keys) or 'none'})")
+    cm.check(path, [_norm_key(n) for n in pf.schema_arrow.names])
     n = 0
     try:
         for batch in pf.iter_batches(batch_size=65_536):
@@ -277,14 +428,14 @@ def _text(v):
     return str(v)
 
 
-def _load_table(path: Path, b: _Builder) -> None:
+def _load_table(path: Path, b: _Builder, cm: ColumnMap) -> None:
     ext = path.suffix.lower()
     if ext in (".csv", ".tsv"):
-        rows = _rows_csv(path, "\t" if ext == ".tsv" else ",")
+        rows = _rows_csv(path, "\t" if ext == ".tsv" else ",", cm)
     elif ext in (".jsonl", ".ndjson"):
-        rows = _rows_jsonl(path)
+        rows = _rows_jsonl(path, cm)
     else:
-        rows = _rows_parquet(path)
+        rows = _rows_parquet(path, cm)
     any_path = False
     n_rows = 0
     for where, row in rows:
@@ -292,12 +443,15 @@ def _load_table(path: Path, b: _Builder) -> None:
         if isinstance(row, Exception):
             b.skip("", "", f"{row} ({where})")
             continue
-        if "path" in row:
+        if cm.path is None or cm.path in row:
             any_path = True
-        b.add(where, _text(row.get("id")), _text(row.get("path")), row.get("caption"),
-              _text(row.get("kind")))
+        id_, path_text, caption, kind, problem = cm.resolve(row)
+        if problem:
+            b.skip(clean_caption(id_) if id_ else "", "", f"{problem} ({where})")
+            continue
+        b.add(where, id_, path_text, caption, kind)
     if ext in (".jsonl", ".ndjson") and n_rows and not any_path:
-        raise NoPathsError(path, "no 'path' field in any line")
+        raise NoPathsError(path, f"no {cm.path!r} field in any line")
 
 
 def _load_folder(folder: Path, b: _Builder) -> None:
@@ -344,7 +498,7 @@ def manifest_file(source: str | Path) -> Path:
 
 
 def load_manifest(source: str | Path, *, kind: str | None = None, check_files: bool = True,
-                  root: str | Path | None = None) -> Manifest:
+                  root: str | Path | None = None, columns: ColumnMap | str | None = None) -> Manifest:
     """Load a folder of media, or a CSV / TSV / JSONL / Parquet manifest (see module doc). A folder holding
     `train.parquet` is read through that manifest (`manifest_file`).
 
@@ -352,9 +506,11 @@ def load_manifest(source: str | Path, *, kind: str | None = None, check_files: b
     check_files: skip rows whose file is missing, empty or a directory (no decoding is done).
     root: the folder relative paths resolve against and must stay inside; default the
     manifest file's folder (or the source folder itself).
+    columns: a `ColumnMap`, or the name of one of `PRESETS`, for a table (default: columns id, path, caption).
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be 'video', 'image' or None, got {kind!r}")
+    cm = column_map(columns) if columns is None or isinstance(columns, str) else columns
     src = manifest_file(source)
     if not src.exists():
         raise BadInputError(src, "manifest not found")
@@ -362,6 +518,9 @@ def load_manifest(source: str | Path, *, kind: str | None = None, check_files: b
     if src.is_dir():
         if root is not None and Path(os.path.abspath(root)) != src:
             raise BadInputError(src, "a folder is its own root: --root / root= applies to a manifest file")
+        if cm != PRESETS["default"]:
+            raise BadInputError(src, f"a folder of media has no columns: the {cm.preset!r} preset and column "
+                                     "options apply to a manifest file (CSV / TSV / JSONL / Parquet)")
         b = _Builder(src, kind, check_files)
         _load_folder(src, b)
         return Manifest(b.items, b.skipped, src, src)
@@ -375,8 +534,32 @@ def load_manifest(source: str | Path, *, kind: str | None = None, check_files: b
         raise BadInputError(src, "manifest is not readable (permission denied)")
     base = Path(os.path.abspath(root)) if root is not None else src.parent
     b = _Builder(base, kind, check_files)
-    _load_table(src, b)
+    _load_table(src, b, cm)
     return Manifest(b.items, b.skipped, base, src)
+
+
+def load_captions(source: str | Path, *, columns: ColumnMap | str | None = None) -> list[Item]:
+    """The ids and captions of a manifest table whose media is not needed (prompt curation): the map's path
+    column or template is not used. Items have an empty path; rows without a caption are left out; a
+    missing id is the row's number (p00000, p00001, ...)."""
+    cm = column_map(columns) if columns is None or isinstance(columns, str) else columns
+    src = manifest_file(source)
+    if src.suffix.lower() not in MANIFEST_EXTENSIONS or not src.is_file():
+        raise BadInputError(src, "captions are read from a manifest table (.csv, .tsv, .jsonl or .parquet)")
+    text_only = replace(cm, path=cm.caption, template=None)  # the caption column is the one that must be there
+    ext = src.suffix.lower()
+    rows = (_rows_csv(src, "\t" if ext == ".tsv" else ",", text_only) if ext in (".csv", ".tsv")
+            else _rows_jsonl(src, text_only) if ext in (".jsonl", ".ndjson") else _rows_parquet(src, text_only))
+    items, seen = [], set()
+    for k, (_, row) in enumerate(rows):
+        if isinstance(row, Exception):
+            continue
+        id_, _, caption, _, _ = text_only.resolve(row)
+        caption, id_ = clean_caption(caption), clean_caption(id_) or f"p{k:05d}"
+        if caption and id_ not in seen:
+            seen.add(id_)
+            items.append(Item(id_, Path(), caption, "image"))
+    return items
 
 
 def write_manifest(items: Iterable[Item] | Manifest, path: str | Path) -> Path:

@@ -131,11 +131,15 @@ class AuditResult:
 
 
 def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None, sha256=None, threshold=None,
-                      fps=None, factory="Flat", device="cpu", batch_size=64, progress=True, root=None):
+                      fps=None, factory="Flat", device="cpu", batch_size=64, progress=True, root=None,
+                      columns=None):
     """(index, descriptor, fps, kind): open a saved content index, or build one from a training set into
-    OUT/train_index (resumable)."""
+    OUT/train_index (resumable). columns: the training manifest's `ColumnMap` or preset name."""
     ref = Path(train_or_index)
     if (ref / "index.json").is_file():
+        if columns is not None:
+            raise DiffmemError(f"{ref}: is a content index; the preset and column options apply to a training "
+                               "manifest (give them to `diffmem index build`)")
         index, desc = open_content_index(ref, descriptor, policy=policy, sha256=sha256, threshold=threshold,
                                          device=device)
         idx_fps = index.config.get("fps")
@@ -143,7 +147,7 @@ def resolve_reference(train_or_index, out: Path, *, descriptor=None, policy=None
             raise DiffmemError(f"{ref}: the index samples frames at fps={idx_fps}; audit with the same rate "
                                f"(got --fps {fps}) or build a new index")
         return index, desc, idx_fps, "index"
-    train = load_manifest(ref, root=root) if root is not None else ref
+    train = load_manifest(ref, root=root, columns=columns) if root is not None or columns is not None else ref
     rep = build_content_index(train, out / "train_index", descriptor=descriptor or "builtin", policy=policy,
                               sha256=sha256, fps=DEFAULT_FPS if fps is None else fps, factory=factory,
                               device=device, batch_size=batch_size, progress=progress)
@@ -157,7 +161,7 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
           sha256: str | None = None, threshold: float | None = None, fps: float | None = None,
           factory: str = "Flat", device: Any = "cpu", batch_size: int = 64, progress: bool = True,
           parts: Sequence[AuditPart] = (), report: bool = True, motion: MotionAuditConfig | bool = True,
-          motion_index: str | Path | None = None, root: str | Path | None = None) -> AuditResult:
+          motion_index: str | Path | None = None, root: str | Path | None = None, columns=None) -> AuditResult:
     """Audit generated items against a training set or a saved content index; see the module docstring.
 
     descriptor/policy/sha256: as `diffmem.features.load_descriptor` (default: the index's own, or builtin).
@@ -165,7 +169,8 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     index's; 8 when building). parts: extra `AuditPart`s after the content part. motion: the motion
     part's `MotionAuditConfig` (True, the default as in the CLI: the default config; False: content only);
     motion_index: its folder (default OUT/motion_index). root: where the manifests' relative media paths
-    resolve (GENERATED's, and TRAIN's when it is a manifest to index; default: each manifest's folder)."""
+    resolve (GENERATED's, and TRAIN's when it is a manifest to index; default: each manifest's folder).
+    columns: TRAIN's `ColumnMap` (or preset name) when it is a manifest table in another layout."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +180,7 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
         raise BadInputError(generated, f"no generated media item to audit{why}")
     index, desc, fps, ref_kind = resolve_reference(
         train_or_index, out, descriptor=descriptor, policy=policy, sha256=sha256, threshold=threshold, fps=fps,
-        factory=factory, device=device, batch_size=batch_size, progress=progress, root=root)
+        factory=factory, device=device, batch_size=batch_size, progress=progress, root=root, columns=columns)
     content = ContentPart(index, desc, desc.threshold if threshold is None else threshold, batch_size)
     if motion is True:
         motion = MotionAuditConfig()

@@ -34,13 +34,14 @@ The prompt files read and written here are `diffmem.data.prompts`'.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..data.manifest import Item, NoPathsError, load_manifest
+from ..data.manifest import Item, NoPathsError, load_captions, load_manifest
 from ..data.prompts import PromptEntry, read_prompts, write_prompts
 from ..detect.prompts import magnitude_function
 from ..errors import BadInputError
@@ -251,12 +252,15 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
                 caption_threshold: float = 0.8, content_threshold: float | None = None, ngram: int = 4,
                 min_count: int = 2, top: int | None = None, model=None, detect_seeds: int = 2,
                 detect_steps: int = 1, include_singletons: bool = False, device: str | None = None,
-                root: str | Path | None = None, progress: bool = True) -> dict:
+                root: str | Path | None = None, progress: bool = True, columns=None) -> dict:
     """Curate prompts from the captioned training set `train` and write them to `out` (JSONL).
 
     Also writes `<out stem>.summary.json` (configuration, counts, environment). Returns the summary.
     content: also cluster items by content (reads every item once). model: a model spec or
     `DenoiserAdapter`; rank by the detection magnitude of that model (`diffmem.detect`), averaged over `detect_seeds` seeds and `detect_steps`.
+    columns: a manifest table's `ColumnMap` or preset name (`diffmem.data.manifest.PRESETS`).
+    Captions are required: media is not (a table whose files are absent, or that names none, is curated from
+    its captions with content off); a set whose captions are all empty is refused.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -267,12 +271,24 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
             descriptor = policy.get("name", descriptor)
     else:
         try:
-            manifest = load_manifest(train, root=root)
+            # caption-only curation (content off) reads no media: its paths are not even looked at
+            manifest = load_manifest(train, root=root, columns=columns, check_files=content)
             items, skipped = list(manifest.items), list(manifest.skipped)
+            if content and not items and skipped and manifest.source is not None and manifest.source.is_file():
+                # no file of the table is here (a WebVid CSV or LAION parquet whose media was not downloaded):
+                # curation needs only the captions, so the rows are read as listed, and content is off
+                listed = load_manifest(train, root=root, columns=columns, check_files=False)
+                if listed.items:
+                    warnings.warn(f"{train}: none of its {len(skipped)} media files is under {manifest.root} "
+                                  f"(e.g. {skipped[0].path}: {skipped[0].reason}); curating from the captions only",
+                                  stacklevel=2)
+                    items, skipped, content = list(listed.items), list(listed.skipped), False
         except NoPathsError:
             # caption-only metadata (Wen et al.'s prompt JSONL, a LAION parquet of url, caption, key):
-            # curation needs no media, so the captions are read as a prompt file, and content is off
-            items = [Item(e.id, Path(), e.prompt, "image") for e in read_prompts(train)]
+            # curation needs no media, so the captions are read as a prompt file (or through the
+            # column map given), and content is off
+            items = ([Item(e.id, Path(), e.prompt, "image") for e in read_prompts(train)] if columns is None
+                     else load_captions(train, columns=columns))
             skipped, content = [], False
         if content:
             desc = load_descriptor(descriptor)
@@ -280,6 +296,9 @@ def run_prompts(train: str | Path, out: str | Path, *, content: bool = True, des
             policy = desc.policy.as_dict()
     if not items:
         raise BadInputError(train, "no usable items")
+    if not any(it.caption.strip() for it in items):  # prompts are captions: none means a caption column was missed
+        raise BadInputError(train, "every caption is empty: nothing to curate prompts from (a table needs a "
+                                   "'caption' column, or name its caption column with --caption-column / --preset)")
     if content and content_threshold is None:
         content_threshold = DEFAULT_CONTENT_THRESHOLD
     mags = None
