@@ -29,10 +29,12 @@ __all__ = ["load_model", "load_descriptor", "build_index", "audit", "curate_prom
            "generate", "AMGConfig", "GenerateConfig", "Result", "Descriptor", "DenoiserAdapter"]
 
 
-def load_model(spec: str | Path = "builtin:tiny-t2v", device: str = "cpu") -> DenoiserAdapter:
-    """A denoiser: `builtin:tiny-t2v`, `builtin:tiny-t2i`, a `diffmem train` folder or a local diffusers
-    pipeline folder (as `diffmem generate MODEL`)."""
-    return load_adapter(spec, device)
+def load_model(spec: str | Path = "builtin:tiny-t2v", device: str = "cpu", dtype: str = "float32",
+               config: str | Path | None = None) -> DenoiserAdapter:
+    """A denoiser: `builtin:tiny-t2v`, `builtin:tiny-t2i`, a `diffmem train` folder, a local diffusers
+    pipeline folder, or a single-file SD checkpoint with `config` (as `diffmem generate MODEL --config`),
+    its weights in `dtype` ("float32", "bfloat16", or "float16" for CUDA; as `--dtype`)."""
+    return load_adapter(spec, device, dtype=dtype, config=config)
 
 
 def build_index(train, out, *, descriptor: str | Descriptor = "builtin", fps: float = 8.0, factory: str = "Flat",
@@ -95,9 +97,9 @@ def generate(model, prompts, out, *, n: int = 4, seed: int = 0, steps: int = 25,
              amg: AMGConfig | bool = False, index=None, progress: bool = True, **options) -> Result:
     """Sample n videos (or images) per prompt (`diffmem generate`); resumable. With `amg` (True for the
     default `AMGConfig`, or a config) and `index` (the training set), Anti-Memorization Guidance steers
-    away from the training data (`diffmem generate --amg --index`). `options`: batch_size, device, and the
-    other `GenerateConfig` fields (scheduler, eta, negative_prompt, fps, ...)."""
-    run = {k: options.pop(k) for k in ("batch_size", "device") if k in options}
+    away from the training data (`diffmem generate --amg --index`). `options`: batch_size, device, dtype,
+    model_config (as `--config`), and the other `GenerateConfig` fields (scheduler, eta, negative_prompt, fps, ...)."""
+    run = {k: options.pop(k) for k in ("batch_size", "device", "dtype", "model_config") if k in options}
     settings = GenerateConfig(n=n, seed=seed, steps=steps, guidance=guidance, **options)
     if amg:
         if index is None:

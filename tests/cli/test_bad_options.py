@@ -101,3 +101,23 @@ def test_missing_inputs_and_files_for_folders_are_one_line_errors(argv, named, t
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and named.format(**fill) in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+MODEL_COMMANDS = ["generate", "detect", "extract", "amg"]  # every command that loads a model to sample
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_dtype_choices_are_checked(command, capsys):
+    """--dtype takes float32, bfloat16 or float16 only (a choice, not a typed option: not in CASES above)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(BASE[command] + ["--dtype", "int8"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --dtype" in err and "int8" in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"diffmem {command}"), err
+    top = build_parser(command)
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    if command == "amg":
+        sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices["evaluate"]
+    dests = {a.dest: a for a in sub._actions}
+    assert dests["dtype"].choices == options.DTYPES and dests["dtype"].default == "float32"
+    assert "model_config" in dests  # --config (single-file checkpoints) comes with it

@@ -16,7 +16,7 @@ import diffmem.studies.detect as study  # noqa: E402
 @pytest.fixture
 def model(monkeypatch):
     ad = KnownAdapter({"copied": frame_constant(), "moving": alternating(a=2.0)}, mode="t")
-    monkeypatch.setattr(study, "load_adapter", lambda name, device=None: ad)
+    monkeypatch.setattr(study, "load_adapter", lambda name, device=None, **_: ad)
     return ad
 
 

@@ -107,7 +107,7 @@ def test_cli_extract_against_the_demos_index(demo, tmp_path, monkeypatch, capsys
 
     out0, _, _ = demo
     model = WorldMemorizer(out0 / "world")
-    monkeypatch.setattr(generate, "load_adapter", lambda spec, device=None: model)  # where extraction loads it
+    monkeypatch.setattr(generate, "load_adapter", lambda spec, device=None, **_: model)  # where extraction loads it
     lines = [json.loads(x) for x in (out0 / "world" / "prompts.jsonl").read_text().splitlines()]
     pick = [p for p in lines if p["group"] == "duplicated_video"][:1] + [p for p in lines if p["group"] == "novel"][:1]
     prompts = tmp_path / "p.jsonl"

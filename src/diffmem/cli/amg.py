@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_sample_size, add_threads, count, natural, nonnegative, positive
+from .options import add_model_loading, add_sample_size, add_threads, count, natural, nonnegative, positive
 
 HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by `diffmem --help` without importing the library
 
@@ -64,6 +64,7 @@ def register(sub):
     e.add_argument("--batch-size", type=count, default=d.batch_size, help=f"samples per batch (default {d.batch_size})")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     add_sample_size(e)
+    add_model_loading(e)
     add_threads(e)
     e.set_defaults(func=run_evaluate, _parser=e)
     return p
@@ -84,7 +85,8 @@ def run_evaluate(args) -> int:
                      variants=tuple(args.ablations or DEFAULT_VARIANTS), batch_size=args.batch_size,
                      amg=amg_config_from_args(args), num_frames=args.frames, height=args.height, width=args.width)
     result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception,
-                          inception_sha256=args.inception_sha256, clip=args.clip, device=args.device, progress=sys.stderr.isatty(),
+                          inception_sha256=args.inception_sha256, clip=args.clip, device=args.device, dtype=args.dtype,
+                          model_config=args.model_config, progress=sys.stderr.isatty(),
                           log=lambda m: print(m, file=sys.stderr))
     for row in result["table"]:
         print(json.dumps({k: v for k, v in row.items() if v is not None}))

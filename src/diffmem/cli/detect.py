@@ -1,7 +1,7 @@
 """`diffmem detect MODEL --prompts FILE --out DIR`: flag memorization-prone prompts from content and motion magnitude."""
 from __future__ import annotations
 
-from .options import add_sample_size, add_threads, count, fraction, natural, nonnegative
+from .options import add_model_loading, add_sample_size, add_threads, count, fraction, natural, nonnegative
 
 _SETTING_ARGS = {"seeds": "seeds", "steps": "steps", "num_steps": "num_steps", "guidance_scale": "guidance_scale",
                  "scheduler": "scheduler", "first_seed": "first_seed", "frames": "num_frames", "height": "height",
@@ -49,6 +49,7 @@ def register(sub):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="score every prompt again")
     add_sample_size(p)
+    add_model_loading(p)
     add_threads(p)
     p.set_defaults(func=_run)
     return p
@@ -69,7 +70,8 @@ def _run(args) -> int:
     cal = Calibration.load(args.calibration) if args.calibration else None
     s = run_detect(args.model, args.prompts, args.out, settings=_settings(args, cal), calibration=cal,
                    labels=args.labels, calibrate_fpr=args.fpr if args.calibrate else None,
-                   fpr_rule=args.fpr_rule, batch_size=args.batch_size, device=args.device, resume=args.resume)
+                   fpr_rule=args.fpr_rule, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                   model_config=args.model_config, resume=args.resume)
     st, cost = s["settings"], s["cost"]
     print(f"{s['n_prompts']} prompts ({s['resumed']} resumed), n = {st['seeds']} seeds, s = {st['steps']} steps: "
           f"{cost['denoiser_evals_per_prompt']:.3g} denoiser evaluations per prompt = "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .options import add_sample_size, add_threads, count, natural, nonnegative
+from .options import add_model_loading, add_sample_size, add_threads, count, natural, nonnegative
 
 HELP = "generate, audit and tabulate extracted training items"  # shown by `diffmem --help` without importing the library
 
@@ -38,6 +38,7 @@ def register(sub):
     p.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster to join; default: start a local Ray")
     add_sample_size(p)
+    add_model_loading(p)
     add_threads(p)
     p.set_defaults(func=_run)
     return p
@@ -49,7 +50,8 @@ def _run(args) -> int:
 
     s = run_extract(args.model, args.prompts, args.train, args.out, n=args.n, seed=args.seed, steps=args.steps,
                     guidance=args.guidance, top=args.top, motion=args.motion, batch_size=args.batch_size,
-                    examples=args.examples, device=args.device, progress=sys.stderr.isatty(),
+                    examples=args.examples, device=args.device, dtype=args.dtype, model_config=args.model_config,
+                    progress=sys.stderr.isatty(),
                     log=lambda m: print(m, file=sys.stderr), engine=args.engine, address=args.address,
                     num_frames=args.frames, height=args.height, width=args.width)
     print(format_summary(s))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_sample_size, add_threads, count, natural, nonnegative, positive
+from .options import add_model_loading, add_sample_size, add_threads, count, natural, nonnegative, positive
 
 HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
 
@@ -21,11 +21,12 @@ def register(sub):
     p = sub.add_parser(
         "generate", help=HELP,
         description="Sample N videos (or images) per prompt with our DDIM/DDPM loop and classifier-free guidance. "
-                    "MODEL: builtin:tiny-t2v, builtin:tiny-t2i, a `diffmem train` folder, or a local diffusers "
-                    "pipeline folder (StableDiffusionPipeline, TextToVideoSDPipeline, AnimateDiffPipeline). "
+                    "MODEL: builtin:tiny-t2v, builtin:tiny-t2i, a `diffmem train` folder, a local diffusers "
+                    "pipeline folder or hub id in the local cache (StableDiffusionPipeline, TextToVideoSDPipeline, "
+                    "AnimateDiffPipeline, CogVideoXPipeline), or a single-file .safetensors with --config. "
                     "Writes DIR/samples/, DIR/manifest.parquet (id, path, caption, kind, prompt, group, seed...) and "
                     "DIR/generation.json (all settings). Running again resumes: finished samples are kept.")
-    p.add_argument("model", help="builtin:tiny-t2v | builtin:tiny-t2i | a model folder")
+    p.add_argument("model", help="builtin:tiny-t2v | builtin:tiny-t2i | a model folder | a hub id | a .safetensors file")
     p.add_argument("--prompts", required=True,
                    help='prompt file: .txt (one per line), .jsonl ("prompt", optional "group" and "id"), .csv or .parquet')
     p.add_argument("--out", required=True, help="output folder")
@@ -38,6 +39,7 @@ def register(sub):
     p.add_argument("--eta", type=nonnegative, default=d.eta, help="DDIM eta (default 0)")
     p.add_argument("--negative-prompt", default=d.negative_prompt, help="unconditional prompt (default empty)")
     add_sample_size(p)
+    add_model_loading(p)
     p.add_argument("--fps", type=positive, default=None, help="frame rate of written videos (default: model's, else 8)")
     p.add_argument("--format", default=d.video_format, choices=("mp4", "gif", "webm", "avi", "mov"),
                    help="video container (default mp4; image models write png)")
@@ -81,11 +83,12 @@ def run(args) -> int:
             raise DiffmemError("--amg needs --index (the training set), and --index / --amg-report need --amg")
         summary = generate_with_amg(args.model, args.prompts, args.out, settings, args.index,
                                     amg=amg_config_from_args(args), report=args.amg_report,
-                                    batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(),
+                                    batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                    model_config=args.model_config, progress=sys.stderr.isatty(),
                                     log=lambda m: print(m, file=sys.stderr))
     else:
         summary = generate(args.model, args.prompts, args.out, settings, batch_size=args.batch_size,
-                           device=args.device, progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))
+                           device=args.device, dtype=args.dtype, model_config=args.model_config, progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({k: summary[k] for k in ("n_prompts", "n_samples", "n_generated", "n_already_done", "seconds",
                                               "samples_per_minute")}))
     print(f"wrote {args.out}/manifest.parquet", file=sys.stderr)

@@ -161,9 +161,11 @@ class AMGHook:
         y_n = [""] * b
         for row in trig_rows:
             y_n[row] = infos[int(best_c[row])].get(row, ("", ""))[0]
-        dev, dt = eps_hat.device, eps_hat.dtype
+        # the AMG terms are computed in float32 whatever the model's dtype (bfloat16's 8-bit mantissa would
+        # round away small guidance terms); the guided noise goes back to the model's dtype at the end
+        dev, dt = eps_hat.device, torch.float32
         if trig_rows and "dup" in cfg.terms:
-            eps_dup = state.eps_uncond.clone()  # rows left at eps_u contribute nothing
+            eps_dup = state.eps_uncond.to(dt, copy=True)  # rows left at eps_u contribute nothing
             with torch.no_grad():
                 emb = adapter.encode_prompt([y_n[r] for r in trig_rows]).to(state.cond_embeddings)
                 x_in = state.x_t[trig_rows]
@@ -172,19 +174,19 @@ class AMGHook:
                 eps_dup[trig_rows] = adapter.predict_noise(x_in, state.t, emb).to(dt)
             self.stats["dup_calls"] += len(trig_rows)
         elif "dup" in cfg.terms:
-            eps_dup = state.eps_uncond
+            eps_dup = state.eps_uncond.to(dt)
         if trig_rows and "sim" in cfg.terms:
-            grad = torch.zeros_like(state.x_t)
+            grad = torch.zeros_like(state.x_t, dtype=dt)
             grad[trig_rows] = self._gradient(state, trig_rows, trig_c[:, trig_rows]).to(dt)
             self.stats["grad_calls"] += len(trig_rows)
         elif "sim" in cfg.terms:
-            grad = torch.zeros_like(state.x_t)
-        res = amg_step(state.eps_cond, state.eps_uncond, sigma_scale.to(dev, dt), 0.0,
+            grad = torch.zeros_like(state.x_t, dtype=dt)
+        res = amg_step(state.eps_cond.to(dt), state.eps_uncond.to(dt), sigma_scale.to(dev, dt), 0.0,
                        guidance_scale=state.guidance_scale, alpha_bar_t=state.alpha_bar_t, eps_dup=eps_dup,
-                       grad_sigma=grad, eps_guided=eps_hat, c1=cfg.c1, c2=cfg.c2, c3=cfg.c3, terms=cfg.terms,
+                       grad_sigma=grad, eps_guided=eps_hat.to(dt), c1=cfg.c1, c2=cfg.c2, c3=cfg.c3, terms=cfg.terms,
                        triggered=triggered.to(dev))
         self._record(state, sig, lams, kinds, triggered, best_c, res, y_n, infos)
-        return res.eps if trig_rows else None
+        return res.eps.to(eps_hat.dtype) if trig_rows else None
 
     def _gradient(self, state, rows: list[int], trig_c: torch.Tensor) -> torch.Tensor:
         """sum_c weight_c grad_{x_t} sigma_c for the given rows (eps held fixed, no denoiser backward)."""

@@ -268,7 +268,7 @@ class VideoDenoiser(nn.Module):
         mask = (text.abs().sum(-1) == 0)
         mask[:, 0] = False  # never mask every key (an all-zero row would give NaN attention)
         pooled = text.sum(1) / (~mask).sum(1, keepdim=True).clamp(min=1)
-        emb = self.t_mlp(timestep_embedding(t, self.c0)) + self.txt_mlp(pooled)
+        emb = self.t_mlp(timestep_embedding(t, self.c0).to(self.inp.weight.dtype)) + self.txt_mlp(pooled)
         x = z.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
         x = self.inp(x) + self.pos[:f].repeat(b, 1, 1, 1)
         for blk in self.down:
@@ -399,6 +399,17 @@ class TinyAdapter(DenoiserAdapter):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to_dtype(self, dtype: torch.dtype) -> "TinyAdapter":
+        """Cast the network (weights and the autoencoder's basis) to `dtype`; returns self. float32, bfloat16
+        and float16 all run on a CPU (float16 slowly: it is meant for CUDA)."""
+        if dtype != self.dtype:
+            self.model.to(dtype)
+        return self
+
     def scheduler_config(self) -> dict:
         return self.cfg.scheduler_config()
 
@@ -419,7 +430,8 @@ class TinyAdapter(DenoiserAdapter):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents if latents.ndim == 5 else latents[:, :, None]
-        return self.model.decode_latents(z)
+        # frames are float32 whatever the model's dtype (AMG differentiates float32 latents through here)
+        return self.model.decode_latents(z.to(self.dtype)).float()
 
     def latent_shape(self, num_frames: int | None = None, height: int | None = None,
                      width: int | None = None) -> tuple[int, ...]:

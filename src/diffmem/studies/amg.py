@@ -78,7 +78,8 @@ class EvalConfig:
 @writes_folder("amg evaluate")
 def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = EvalConfig(), *,
                  inception: str | Path | None = None, inception_sha256: str | None = None,
-                 clip: str | Path | None = None, device="cpu", progress: bool = False, log=None) -> dict:
+                 clip: str | Path | None = None, device="cpu", dtype: str = "float32",
+                 model_config: str | Path | None = None, progress: bool = False, log=None) -> dict:
     """Run every variant on the same prompts and seeds; write DIR/amg_table.{parquet,json}, the per-sample
     rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings)."""
     log = log or (lambda m: None)
@@ -88,7 +89,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     out = Path(out)
     # the FID network is loaded (and its sha256 checked) before any sample is made, not after
     fid_space = InceptionFeatures(inception, device, sha256=inception_sha256) if inception else None
-    adapter = load_adapter(model, device)
+    adapter = load_adapter(model, device, dtype=dtype, config=model_config)
     entries = read_prompts(prompts) if isinstance(prompts, (str, Path)) else list(prompts)
     fps = float(getattr(adapter, "fps", 8.0))
     probe = adapter.decode(_zeros_latents(adapter))
@@ -222,6 +223,7 @@ def _measure_variant(vdir: Path, name: str, training, auditor, align, roles) -> 
 @writes_folder("generate --amg")
 def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Path, *,
                       amg: AMGConfig = AMGConfig(), report: bool = False, batch_size: int = 8, device="cpu",
+                      dtype: str = "float32", model_config: str | Path | None = None,
                       content_index: str | Path | None = None, progress: bool = False, log=None) -> dict:
     """`studies.generate.generate` with the AMG hook, then DIR/samples/<id>.amg.json per sample (which steps
     triggered which term, the similarity trajectories) and, with `report`, DIR/amg_report.html.
@@ -233,7 +235,7 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     """
     log = log or (lambda m: None)
     out = Path(out)
-    adapter = load_adapter(model, device)
+    adapter = load_adapter(model, device, dtype=dtype, config=model_config)
     size = int(adapter.decode(_zeros_latents(adapter)).shape[-2])
     log(f"AMG: training reference from {index}")
     training = TrainingReference.build(index, fps=float(getattr(adapter, "fps", 8.0)), size=size,

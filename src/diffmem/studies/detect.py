@@ -49,7 +49,7 @@ __all__ = ["run_detect", "label_sets"]
 def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, calibration: str | Path | Calibration | None = None,
                labels: str | Path | Mapping | None = None, calibrate_fpr: float | None = None,
                fprs: Sequence[float] = (0.01, 0.03), fpr_rule: str = "strict", batch_size: int = 8, device=None,
-               progress: bool = True,
+               dtype: str = "float32", model_config: str | Path | None = None, progress: bool = True,
                resume: bool = True) -> dict:
     """Score every prompt, flag, evaluate; write the results into `out` (see the module docstring).
 
@@ -62,7 +62,7 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
     cal = Calibration.load(calibration) if isinstance(calibration, (str, Path)) else calibration
     if settings is None:
         settings = cal.settings if cal is not None else DetectConfig()
-    adapter = load_adapter(model, device=device)
+    adapter = load_adapter(model, device=device, dtype=dtype, config=model_config)
     model_name = adapter.name or str(model)
     if cal is not None:
         cal.check(model_name, settings)

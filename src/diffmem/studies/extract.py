@@ -56,7 +56,8 @@ def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: 
 def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 0, steps: int = 25,
                 guidance: float = 7.5, top: int | None = None, motion: bool = True, batch_size: int = 8,
                 examples: int = 12, label_min_rate: float = 0.0, descriptor=None, threshold: float | None = None,
-                device=None, progress: bool = True, log=None, engine: str = "local",
+                device=None, dtype: str = "float32", model_config: str | Path | None = None,
+                progress: bool = True, log=None, engine: str = "local",
                 address: str | None = None, num_frames: int | None = None, height: int | None = None,
                 width: int | None = None, motion_index: str | Path | None = None) -> dict:
     """The extraction study (see the module docstring): generate `n` samples per prompt (seeds
@@ -85,9 +86,11 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     t = time.perf_counter()
     if engine == "ray":
         gen = generate_ray(model, specs, out / "generated", settings, batch_size=batch_size, device=device,
+                           dtype=dtype, model_config=model_config,
                            progress=progress, log=log, address=address)
     elif engine == "local":
         gen = generate(model, specs, out / "generated", settings, batch_size=batch_size, device=device,
+                       dtype=dtype, model_config=model_config,
                        progress=progress)
     else:
         raise DiffmemError(f"unknown engine {engine!r}; use local or ray")

@@ -9,7 +9,7 @@ Layout of DIR:
 - `manifest.parquet`: one row per sample -- id, path (relative to DIR), caption (= the prompt, so
   `diffmem.data.manifest.load_manifest(DIR / "manifest.parquet")` loads the samples), kind, prompt,
   prompt_id, group, sample_index, seed, steps_run;
-- `generation.json`: the model, every setting, the package versions, counts and timing.
+- `generation.json`: the model, its dtype, every setting, the package versions, counts and timing.
 
 Resume: media and records are written atomically, media first; a sample whose record exists (with the
 same prompt and seed) is not redone. A DIR made with other settings is refused.
@@ -30,7 +30,7 @@ from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
 from ..io.video import write_video
 from ..models.adapter import frames_to_uint8
-from ..models.registry import load_adapter
+from ..models.registry import dtype_name, load_adapter
 from ..models.sampler import SamplerConfig, iter_samples
 
 
@@ -67,18 +67,20 @@ def _safe_id(s: str) -> str:
 
 @writes_folder("generate")
 def generate(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
-             batch_size: int = 8, device=None, hooks: Sequence = (), extra_settings: dict | None = None,
-             after_batch=None, progress: bool = True, log=None) -> dict:
+             batch_size: int = 8, device=None, dtype: str = "float32", model_config: str | Path | None = None,
+             hooks: Sequence = (), extra_settings: dict | None = None, after_batch=None, progress: bool = True,
+             log=None) -> dict:
     """Sample `settings.n` samples per prompt into `out` (see the module docstring); returns the summary.
 
-    `model`: a `DenoiserAdapter` or a spec for `models.load_adapter`. `hooks`: sampler hooks (e.g. AMG),
+    `model`: a `DenoiserAdapter` (used in its own dtype) or a spec for `models.load_adapter`, loaded in
+    `dtype` ("float32", "bfloat16", "float16"; `model_config`: a single file's pipeline config). `hooks`: sampler hooks (e.g. AMG),
     described in `extra_settings`, which is stored and compared on resume like the settings.
     `after_batch(rows)`: called with the rows of each batch once its samples are written (so what a hook
     recorded for them is saved with them, and survives a kill).
     """
     if settings.n < 1:
         raise DiffmemError(f"--n must be >= 1, got {settings.n}")
-    adapter = load_adapter(model, device)
+    adapter = load_adapter(model, device, dtype=dtype, config=model_config)
     specs = as_prompt_entries(prompts)
     if not specs:
         raise DiffmemError("no prompts")
@@ -87,13 +89,16 @@ def generate(model, prompts, out: str | Path, settings: GenerateConfig = Generat
     samples_dir.mkdir(parents=True, exist_ok=True)
     fps = settings.fps or float(getattr(adapter, "fps", 8.0))
     ext = ".png" if adapter.kind == "image" else "." + settings.video_format.lstrip(".")
-    identity = {"model": adapter.describe(), "settings": settings.as_dict(), "extra_settings": extra_settings or {}}
+    # the dtype changes the samples: a folder made in another dtype is refused like other settings changes
+    identity = {"model": adapter.describe(), "dtype": dtype_name(adapter.dtype), "settings": settings.as_dict(),
+                "extra_settings": extra_settings or {}}
 
     gen_path = out / "generation.json"
     if gen_path.is_file():
         old = read_json(gen_path)
         finished = any(p.is_file() and not p.name.startswith(".") for p in samples_dir.iterdir())
-        if {k: old.get(k) for k in identity} != json.loads(json.dumps(to_jsonable(identity))) and finished:
+        # folders written before dtypes existed were float32
+        if {k: old.get(k, "float32" if k == "dtype" else None) for k in identity} != json.loads(json.dumps(to_jsonable(identity))) and finished:
             raise DiffmemError(f"{out} holds samples made with other settings or another model; "
                                "use another --out (or the same settings to resume)")
         # a run that finished no sample (e.g. it failed on its first batch) leaves nothing to protect

@@ -32,7 +32,7 @@ from ..errors import DiffmemError
 from ..index.ray_engine import actor_pool, ray_session
 from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet
-from ..models.registry import load_adapter
+from ..models.registry import dtype_name, load_adapter, resolve_dtype
 from .generate import GenerateConfig, generate
 
 __all__ = ["generate_ray", "plan_sweep"]
@@ -81,11 +81,12 @@ def _task_settings(settings: GenerateConfig, task: dict) -> GenerateConfig:
 class _Generator:
     """Ray Data actor: loads the model once, runs `generate` for one task per call."""
 
-    def __init__(self, model, device, settings: dict, batch_size: int, out: str, threads: int = 1):
+    def __init__(self, model, device, settings: dict, batch_size: int, out: str, threads: int = 1,
+                 dtype: str = "float32", model_config: str | None = None):
         torch.set_num_threads(max(1, int(threads)))
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.adapter = load_adapter(model, device)
+        self.adapter = load_adapter(model, device, dtype=dtype, config=model_config)
         self.settings = GenerateConfig(**settings)
         self.batch_size, self.out = batch_size, Path(out)
 
@@ -119,8 +120,8 @@ def _merge(out: Path, specs: list[PromptEntry], tasks: list[dict]):
 
 @writes_folder("generate (ray)")
 def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = GenerateConfig(), *,
-                 batch_size: int = 8, device: Any = None, progress: bool = True, log=None,
-                 address: str | None = None, num_cpus: int | None = None, num_actors: int | None = None,
+                 batch_size: int = 8, device: Any = None, dtype: str = "float32", model_config: Any = None,
+                 progress: bool = True, log=None, address: str | None = None, num_cpus: int | None = None, num_actors: int | None = None,
                  gpus_per_actor: float | None = None, prompts_per_task: int = 8,
                  seeds_per_task: int | None = None) -> dict:
     """`generate` on Ray (see the module docstring). Returns the summary written to OUT/generation.json.
@@ -137,11 +138,12 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = Gen
         raise DiffmemError("no prompts")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    identity = {"model_spec": str(model), "settings": settings.as_dict(), "engine": "ray"}
+    identity = {"model_spec": str(model), "settings": settings.as_dict(), "engine": "ray",
+                "dtype": dtype_name(resolve_dtype(dtype))}
     gen_path = out / "generation.json"
     if gen_path.is_file():
         old = read_json(gen_path)
-        if {k: old.get(k) for k in identity} != json.loads(json.dumps(to_jsonable(identity))):
+        if {k: old.get(k, "float32" if k == "dtype" else None) for k in identity} != json.loads(json.dumps(to_jsonable(identity))):
             raise DiffmemError(f"{out} holds samples made with other settings or another model; "
                                "use another --out (or the same settings to resume)")
     tasks = plan_sweep(specs, settings, out, prompts_per_task=prompts_per_task, seeds_per_task=seeds_per_task)
@@ -160,7 +162,8 @@ def generate_ray(model, prompts, out: str | Path, settings: GenerateConfig = Gen
                                 num_cpus=1, num_gpus=gpus_per_actor or None,
                                 fn_constructor_kwargs=dict(model=str(model), device=device or (
                                     "cuda" if gpus_per_actor else "cpu"), settings=settings.as_dict(),
-                                    batch_size=batch_size, out=str(out)))
+                                    batch_size=batch_size, out=str(out), dtype=dtype,
+                                    model_config=None if model_config is None else str(model_config)))
             bar = None
             if progress:
                 bar = tqdm(total=len(todo), desc="ray: generating", unit="task", leave=False)
