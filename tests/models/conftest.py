@@ -100,3 +100,41 @@ def tiny_pipeline_factory(tmp_path):
         return pipe, tmp_path / cls_name / "saved"
 
     return make
+
+
+def build_cogvideox(folder, rotary: bool = True):
+    """A tiny random CogVideoXPipeline (the real model's scheduler settings), saved to `folder`; returns the
+    in-memory pipeline. 16x16 frames <-> 2x2 latents (4 VAE blocks), 9 frames <-> 3 latent frames (time
+    compressed 4x), T5 text of 8 tokens. The T5 tokenizer is a Unigram vocabulary written here (no hub,
+    no sentencepiece): the pieces of a few words plus single letters."""
+    import diffusers
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + w, -1.0) for w in ["a", "red", "cat", "dog", "on", "mat", "the", "moves", "right"]]
+    pieces += [(c, -3.0) for c in string.ascii_lowercase]
+    tok = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=8)
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=37, num_layers=1,
+                                           num_heads=2, relative_attention_num_buckets=8))
+    # heads * head_dim = 32 = the T5 width; head_dim 16 splits evenly into the 3-D rotary (t, h, w) parts
+    transformer = diffusers.CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=4,
+        text_embed_dim=32, num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=8, use_rotary_positional_embeddings=rotary)
+    vae = diffusers.AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4)
+    # THUDM/CogVideoX-2b's scheduler_config.json
+    scheduler = diffusers.CogVideoXDDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0,
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=True, steps_offset=0)
+    for module in (text_encoder, transformer, vae):
+        module.eval()  # as from_pretrained leaves them (T5's dropout is on in train mode)
+    pipe = diffusers.CogVideoXPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                                       scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(str(folder))
+    return pipe

@@ -116,13 +116,31 @@ def test_not_a_pipeline_folder_is_a_clear_error(tmp_path):
 
 
 def test_animatediff_frames_beyond_its_motion_adapter_are_a_clear_error(tiny_pipeline_factory):
-    """The motion adapter here learned 8 frame positions; the default 16 crashed inside the UNet with a
-    raw traceback (real-models issue). Now: one error naming the limit, before any sampling."""
+    """The motion adapter here learned 8 frame positions; the pipeline's default 16 crashed inside the UNet
+    with a raw traceback (real-models issue). Now the default is the adapter's 8, and asking for more is
+    one error naming the limit, before any sampling."""
     from diffmem.errors import BadInputError
     from diffmem.models import load_adapter
 
     _, folder = tiny_pipeline_factory("AnimateDiffPipeline")
     ad = load_adapter(folder)
-    assert ad.latent_shape(num_frames=8)[1] == 8
+    assert ad.latent_shape(num_frames=6)[1] == 6
+    assert ad.latent_shape()[1] == 8  # min(pipeline default 16, motion_max_seq_length 8)
     with pytest.raises(BadInputError, match="at most 8 frames"):
-        ad.latent_shape()  # the default, 16
+        ad.latent_shape(num_frames=16)
+
+
+def test_animatediff_generates_through_the_cli_at_its_default_frames(tiny_pipeline_factory, tmp_path, capsys):
+    from diffmem.cli import main
+    from diffmem.io.video import read_frames
+
+    _, folder = tiny_pipeline_factory("AnimateDiffPipeline")
+    (tmp_path / "p.txt").write_text("a red cat\n")
+    args = ["generate", str(folder), "--prompts", str(tmp_path / "p.txt"), "--n", "1", "--steps", "2",
+            "--height", "16", "--width", "16"]
+    assert main([*args, "--frames", "16", "--out", str(tmp_path / "g16")]) == 1
+    assert "at most 8 frames" in capsys.readouterr().err
+    # the refused run made no sample: the same folder takes the run at the adapter's default
+    assert main([*args, "--out", str(tmp_path / "g16")]) == 0, capsys.readouterr().err
+    media = sorted((tmp_path / "g16" / "samples").glob("*.mp4"))
+    assert len(media) == 1 and read_frames(media[0]).array.shape[0] == 8

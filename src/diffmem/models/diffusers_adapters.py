@@ -10,9 +10,14 @@ embeddings from the pipeline's own `encode_prompt`, same UNet call, same latent 
 tests check on tiny random components. Not carried over: IP-adapters, LoRA scales, FreeInit/FreeNoise,
 guidance rescale, the SD safety checker (not loaded: diffmem looks at raw samples).
 
-CogVideoX is not adapted: its transformer takes (B, F, C, h, w) latents, rotary embeddings computed by
-the pipeline and a T5 tokenizer that cannot be built offline for tests; an honest adapter would need its
-own test story. (Say so rather than ship an untested one.)
+CogVideoXPipeline (DiT text-to-video) has its own adapter (`OWN_ADAPTER`: cogvideox.CogVideoXAdapter),
+which `load_diffusers` returns for a CogVideoX folder: the pipeline's T5 embeddings (at the transformer's
+max_text_seq_length), its transformer on (B, F, C, h, w) latents (permuted in and out of diffmem's
+(B, C, F, h, w)) with the pipeline's rotary embeddings, v converted to epsilon, its 3-D VAE's
+decode_latents, and the scheduler's own zero-SNR, SNR-shifted alpha-bar (last value clamped to 2**-24).
+Not carried over there: use_dynamic_cfg, LoRA scales, CogVideoXDPMScheduler as sampler ("default" then
+runs CogVideoXDDIMScheduler over the same schedule), CogVideoX 1.5's latent-frame padding (frame counts
+needing it are refused), the image-/video-to-video pipelines.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch
 
 from ..errors import BadInputError, DiffmemError
 from .adapter import DenoiserAdapter
+from .cogvideox import CogVideoXAdapter
 
 #: pipeline class name -> kind of its samples
 SUPPORTED = {
@@ -33,6 +39,13 @@ SUPPORTED = {
     "TextToVideoSDPipeline": "video",
     "AnimateDiffPipeline": "video",
 }
+
+#: pipeline class name -> adapter class, for pipelines with an adapter of their own (not the Stable Diffusion
+#: recipe); `load_diffusers` loads these too
+OWN_ADAPTER = {"CogVideoXPipeline": CogVideoXAdapter}
+
+#: every pipeline class `load_diffusers` loads
+LOADABLE = (*SUPPORTED, *OWN_ADAPTER)
 
 #: default number of frames when none is asked for (the pipelines' own defaults)
 _DEFAULT_FRAMES = {"TextToVideoSDPipeline": 16, "AnimateDiffPipeline": 16}
@@ -119,9 +132,10 @@ class DiffusersAdapter(DenoiserAdapter):
         w = (width or default) // self.vae_scale_factor
         c = int(self.unet.config.in_channels)
         if self.kind == "video":
-            frames = int(num_frames or _DEFAULT_FRAMES[self.pipeline_class])
-            # an AnimateDiff motion module has learned positions for at most this many frames
+            # an AnimateDiff motion module has learned positions for at most this many frames: the default
+            # is the pipeline's 16 or that, whichever is fewer; an explicit larger count is refused
             most = getattr(self.unet.config, "motion_max_seq_length", None)
+            frames = int(num_frames or min(_DEFAULT_FRAMES[self.pipeline_class], int(most or 10**9)))
             if most is not None and frames > int(most):
                 raise BadInputError(self.name or self.pipeline_class,
                                     f"its motion adapter takes at most {most} frames (motion_max_seq_length); "
@@ -154,16 +168,17 @@ def pipeline_class_of(path: str | Path) -> str | None:
 
 
 def load_diffusers(path: str | Path, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> DiffusersAdapter:
-    """Load a saved pipeline folder (as written by `save_pretrained`) onto `device`, offline."""
+                   dtype: torch.dtype = torch.float32) -> DenoiserAdapter:
+    """Load a saved pipeline folder (as written by `save_pretrained`) onto `device`, offline: a
+    `DiffusersAdapter`, or a `CogVideoXAdapter` for a CogVideoXPipeline folder."""
     import diffusers
 
     path = Path(path)
     cls_name = pipeline_class_of(path)
     if cls_name is None:
         raise BadInputError(path, "not a diffusers pipeline folder (no model_index.json)")
-    if cls_name not in SUPPORTED:
-        raise BadInputError(path, f"pipeline class {cls_name} is not supported (supported: {', '.join(SUPPORTED)})")
+    if cls_name not in LOADABLE:
+        raise BadInputError(path, f"pipeline class {cls_name} is not supported (supported: {', '.join(LOADABLE)})")
     kwargs = {"local_files_only": True, "torch_dtype": dtype}
     if cls_name == "StableDiffusionPipeline":
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -176,4 +191,6 @@ def load_diffusers(path: str | Path, device: str | torch.device = "cpu",
             raise BadInputError(path, f"cannot load {cls_name}: {e}") from e
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if cls_name in OWN_ADAPTER:
+        return OWN_ADAPTER[cls_name](pipe, name=str(path))
     return DiffusersAdapter(pipe, name=str(path))
