@@ -139,6 +139,28 @@ class DenoiserAdapter(abc.ABC):
                 "latent_shape": list(self.latent_shape()), "num_train_timesteps": self.num_train_timesteps}
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def check_prediction_type(name: str, prediction_type: str) -> str:
+    """The model's prediction type, or a DiffmemError naming the model when it is one diffmem cannot convert."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise DiffmemError(f"{name}: prediction type {prediction_type!r} is not supported")
+    return prediction_type
+
+
+def noise_from_output(out: torch.Tensor, x_t: torch.Tensor, t: int | torch.Tensor, alphas_cumprod: torch.Tensor,
+                      prediction_type: str) -> torch.Tensor:
+    """A denoiser's output as the noise eps that DESIGN.md's formulas use: itself for an epsilon model; for
+    a v model, eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (Salimans & Ho 2022). t: one timestep or one per
+    batch row (indices into alphas_cumprod)."""
+    if prediction_type == "epsilon":
+        return out
+    a = alphas_cumprod.to(x_t.device)[torch.as_tensor(t, device=x_t.device).long()]
+    a = a.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+    return a.sqrt() * out + (1 - a).sqrt() * x_t
+
+
 def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
     """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (DESIGN.md, AMG section)."""
     a = torch.as_tensor(alpha_bar_t, dtype=x_t.dtype, device=x_t.device)

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import BadInputError, DiffmemError
-from .adapter import DenoiserAdapter, timestep_tensor
+from .adapter import DenoiserAdapter, check_prediction_type, noise_from_output, timestep_tensor
 
 #: alpha-bar at the last training timestep, which zero-terminal-SNR rescaling makes exactly 0 (so that
 #: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) would divide by 0). diffusers' DPMSolverMultistepScheduler
@@ -72,9 +72,7 @@ class CogVideoXAdapter(DenoiserAdapter):
         self.max_sequence_length = int(cfg.max_text_seq_length)
         self._rotary = bool(cfg.use_rotary_positional_embeddings)
         self._rotary_cache: dict = {}
-        self._prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-        if self._prediction_type not in ("epsilon", "v_prediction"):
-            raise DiffmemError(f"{self.name}: prediction type {self._prediction_type!r} is not supported")
+        self._prediction_type = check_prediction_type(self.name, pipe.scheduler.config.get("prediction_type", "epsilon"))
 
     # ---- interface ---------------------------------------------------------------------------
     @property
@@ -149,12 +147,8 @@ class CogVideoXAdapter(DenoiserAdapter):
                                timestep=timestep_tensor(t, b, latents.device), image_rotary_emb=rotary,
                                return_dict=False)[0]
         out = out.permute(0, 2, 1, 3, 4)
-        if self._prediction_type == "v_prediction":
-            # eps = sqrt(abar) v + sqrt(1 - abar) x_t  (Salimans & Ho 2022), with the clamped abar at t = T-1
-            a = self.alphas_cumprod.to(latents.device)[torch.as_tensor(t, device=latents.device).long()]
-            a = a.to(latents.dtype).reshape(-1, *([1] * (latents.ndim - 1)))
-            out = a.sqrt() * out + (1 - a).sqrt() * latents
-        return out
+        # v -> eps with the clamped abar at t = T-1
+        return noise_from_output(out, latents, t, self.alphas_cumprod, self._prediction_type)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         # the pipeline's decode_latents (its latents are (B, F, C, h, w); ours already are the VAE's (B, C, F, h, w))

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from ..errors import BadInputError, DiffmemError
-from .adapter import DenoiserAdapter
+from .adapter import DenoiserAdapter, check_prediction_type, noise_from_output
 from .cogvideox import CogVideoXAdapter
 
 #: pipeline class name -> kind of its samples
@@ -72,9 +72,7 @@ class DiffusersAdapter(DenoiserAdapter):
         self.vae = pipe.vae
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._per_frame_text = type(self.unet).__name__ == "UNetMotionModel"
-        self._prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-        if self._prediction_type not in ("epsilon", "v_prediction"):
-            raise DiffmemError(f"{self.name}: prediction type {self._prediction_type!r} is not supported")
+        self._prediction_type = check_prediction_type(self.name, pipe.scheduler.config.get("prediction_type", "epsilon"))
 
     # ---- interface ---------------------------------------------------------------------------
     @property
@@ -106,12 +104,7 @@ class DiffusersAdapter(DenoiserAdapter):
             # which AnimateDiffPipeline makes with repeat_interleave over frames.
             embeddings = embeddings.repeat_interleave(latents.shape[2], dim=0)
         out = self.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-        if self._prediction_type == "v_prediction":
-            # eps = sqrt(abar) v + sqrt(1 - abar) x_t  (Salimans & Ho 2022); so DESIGN.md's formulas hold
-            a = self.alphas_cumprod.to(latents.device)[torch.as_tensor(t, device=latents.device).long()]
-            a = a.to(latents.dtype).reshape(-1, *([1] * (latents.ndim - 1)))
-            out = a.sqrt() * out + (1 - a).sqrt() * latents
-        return out
+        return noise_from_output(out, latents, t, self.alphas_cumprod, self._prediction_type)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents / self.vae.config.scaling_factor

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import BadInputError, DiffmemError
 from ..io.atomic import atomic_output
 from ..io.results import write_json
-from .adapter import DenoiserAdapter, timestep_tensor
+from .adapter import DenoiserAdapter, noise_from_output, timestep_tensor
 
 FORMAT = "diffmem-tiny/1"
 PAD, UNK, NULL = "<pad>", "<unk>", "<null>"
@@ -422,10 +422,7 @@ class TinyAdapter(DenoiserAdapter):
         if embeddings.shape[0] == 1 and z.shape[0] > 1:
             embeddings = embeddings.expand(z.shape[0], *embeddings.shape[1:])
         tt = timestep_tensor(t, z.shape[0], z.device)
-        out = self.model.denoiser(z, tt, embeddings)
-        if self.cfg.prediction_type == "v_prediction":
-            a = self._abar.to(z.device)[tt].to(z.dtype).view(-1, 1, 1, 1, 1)
-            out = a.sqrt() * out + (1 - a).sqrt() * z  # eps = sqrt(abar) v + sqrt(1 - abar) x_t
+        out = noise_from_output(self.model.denoiser(z, tt, embeddings), z, tt, self._abar, self.cfg.prediction_type)
         return out if video else out[:, :, 0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
