@@ -203,3 +203,35 @@ def test_a_build_killed_at_half_keeps_all_but_the_last_seconds_and_equals_an_uni
     ia = np.argsort([f"{i}/{f:04d}" for i, f in key(a)])
     ib = np.argsort([f"{i}/{f:04d}" for i, f in key(b)])
     assert np.allclose(va[ia], vb[ib], atol=1e-6)
+
+
+def test_prefetch_reads_ahead_in_order_and_passes_errors_on(tmp_path, monkeypatch):
+    """Decoding overlaps the descriptor (a background thread reads up to `ahead` items ahead); the items
+    come back in their order, a file that cannot be read comes back as its BadInputError, and leaving
+    early starts no further read."""
+    import threading
+
+    from diffmem.data.manifest import Item
+    from diffmem.errors import BadInputError
+
+    started, gate = [], threading.Event()
+
+    def fake_read(path, fps):
+        started.append(path.name)
+        gate.wait(5)
+        if path.name == "bad.mp4":
+            raise BadInputError(path, "not a video file")
+        return path.name
+
+    monkeypatch.setattr(content_mod, "read_item_frames", fake_read)
+    items = [Item(n, tmp_path / f"{n}.mp4") for n in ("a", "b", "bad", "c", "d", "e")]
+    gen = content_mod.prefetch_frames(items, 8.0, ahead=2)
+    gate.set()
+    got = [(it.id, fr if isinstance(fr, str) else type(fr).__name__) for it, fr in gen]
+    assert got == [("a", "a.mp4"), ("b", "b.mp4"), ("bad", "BadInputError"), ("c", "c.mp4"), ("d", "d.mp4"),
+                   ("e", "e.mp4")]
+    started.clear()
+    gen = content_mod.prefetch_frames(items, 8.0, ahead=2)
+    assert next(gen)[0].id == "a"
+    gen.close()  # the consumer stops after one item
+    assert len(started) <= 3  # a, b, and the one queued when a was handed out; nothing after the close
