@@ -30,3 +30,30 @@ def test_unknown_prediction_types_are_refused_naming_the_model():
     assert check_prediction_type("m", "v_prediction") == "v_prediction"
     with pytest.raises(DiffmemError, match="m: prediction type 'sample' is not supported"):
         check_prediction_type("m", "sample")
+
+
+@pytest.mark.parametrize("cls_name", ["DDIMScheduler", "DDPMScheduler"])
+@pytest.mark.parametrize("spacing,offset", [("leading", 0), ("leading", 1), ("linspace", 0), ("trailing", 0)])
+def test_inference_timesteps_are_the_schedulers_own(cls_name, spacing, offset):
+    """Computed without diffusers for the start-up of short commands; checked against set_timesteps."""
+    import diffusers
+    import numpy as np
+
+    from diffmem.models.adapter import inference_timesteps
+
+    for T in (1000, 1001, 300):
+        config = {"num_train_timesteps": T, "timestep_spacing": spacing, "steps_offset": offset}
+        sched = getattr(diffusers, cls_name)(**config)
+        for n in (1, 3, 7, 25, 50, T):
+            sched.set_timesteps(n)
+            np.testing.assert_array_equal(inference_timesteps(config, n), sched.timesteps.numpy(),
+                                          err_msg=f"{cls_name} {spacing} offset {offset} T {T} n {n}")
+
+
+def test_inference_timesteps_bad_input():
+    from diffmem.models.adapter import inference_timesteps
+
+    with pytest.raises(DiffmemError, match="between 1 and 1000"):
+        inference_timesteps({}, 0)
+    with pytest.raises(DiffmemError, match="timestep_spacing 'karras'"):
+        inference_timesteps({"timestep_spacing": "karras"}, 10)

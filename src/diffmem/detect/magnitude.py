@@ -224,9 +224,15 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
         raise DiffmemError("magnitudes are defined against the empty prompt; config has a negative prompt")
     distinct = list(dict.fromkeys(prompts))
     device = adapter.device
-    sched = adapter.make_scheduler(config.scheduler)
-    sched.set_timesteps(config.num_steps, device=device)
-    t = sched.timesteps[0]
+    t = adapter.first_timestep(config.scheduler, config.num_steps)
+    if t is None:  # a scheduler that may scale the noise or the input: diffusers' own
+        sched = adapter.make_scheduler(config.scheduler)
+        sched.set_timesteps(config.num_steps, device=device)
+        t = sched.timesteps[0]
+        start = lambda x: sched.scale_model_input(x * sched.init_noise_sigma, t)  # noqa: E731
+    else:  # DDIM / DDPM: x_T is the noise itself
+        t = torch.tensor(t, device=device)
+        start = lambda x: x  # noqa: E731
     seeds = [int(s) for s in seeds]
     names = magnitude_names(adapter.frame_axis)
     out = []
@@ -235,7 +241,7 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
         uncond = adapter.encode_prompt([""])
         for s0 in range(0, len(seeds), batch_size):
             sd = seeds[s0:s0 + batch_size]
-            x = sched.scale_model_input(initial_noise(adapter, sd, config) * sched.init_noise_sigma, t)
+            x = start(initial_noise(adapter, sd, config))
             eps_u = adapter.predict_noise(x, t, uncond.expand(len(sd), *uncond.shape[1:]))
             # every (prompt, seed) pair of this seed block, batch_size rows at a time
             pairs = [(pi, si) for pi in range(len(distinct)) for si in range(len(sd))]

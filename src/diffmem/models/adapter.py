@@ -105,16 +105,27 @@ class DenoiserAdapter(abc.ABC):
         """
         import diffusers
 
-        if name not in SCHEDULERS:
-            raise DiffmemError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-        cls_name = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}.get(name, self.default_scheduler)
-        cls = getattr(diffusers, cls_name)
+        cls = getattr(diffusers, self.scheduler_class(name))
         config = dict(self.scheduler_config())
         config["prediction_type"] = "epsilon"
         # the class's own arguments, not `from_config`: that imports every "compatible" scheduler module
         # (and scipy with them), 0.9 s of a short command's start-up; the resulting config is the same
         accepted = inspect.signature(cls.__init__).parameters
         return cls(**{k: v for k, v in config.items() if k in accepted})
+
+    def scheduler_class(self, name: str = "ddim") -> str:
+        """The diffusers class name `make_scheduler(name)` builds."""
+        if name not in SCHEDULERS:
+            raise DiffmemError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        return {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}.get(name, self.default_scheduler)
+
+    def first_timestep(self, name: str, num_steps: int) -> int | None:
+        """The first timestep of `num_steps` inference steps of scheduler `name`, computed without importing
+        diffusers (1.5-2.5 s of a short command's start-up) for DDIM and DDPM, which need neither noise
+        scaling nor input scaling (`inference_timesteps`); None for other schedulers (build one then)."""
+        if self.scheduler_class(name) not in ("DDIMScheduler", "DDPMScheduler"):
+            return None
+        return int(inference_timesteps(self.scheduler_config(), num_steps)[0])
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -183,6 +194,28 @@ def timestep_tensor(t: int | torch.Tensor, batch: int, device: torch.device) -> 
 
 
 _DDPM_DEFAULTS = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+
+
+def inference_timesteps(config: Mapping, num_steps: int) -> np.ndarray:
+    """The descending timesteps of `num_steps` DDIM / DDPM inference steps over a scheduler config's
+    num_train_timesteps T, by its `timestep_spacing` (Lin et al. 2024, Table 2; diffusers' defaults:
+    "leading", steps_offset 0), as those schedulers' set_timesteps make them:
+
+        linspace   round(linspace(0, T - 1, n)), reversed
+        leading    round(arange(n) * (T // n)), reversed, + steps_offset
+        trailing   round(arange(T, 0, -T / n)) - 1
+    """
+    T = int(config.get("num_train_timesteps") or 1000)
+    spacing = config.get("timestep_spacing") or "leading"
+    if not 0 < num_steps <= T:
+        raise DiffmemError(f"the number of steps must be between 1 and {T} (the training timesteps), got {num_steps}")
+    if spacing == "linspace":
+        return np.linspace(0, T - 1, num_steps).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(num_steps) * (T // num_steps)).round()[::-1].astype(np.int64) + int(config.get("steps_offset") or 0)
+    if spacing == "trailing":
+        return np.round(np.arange(T, 0, -T / num_steps)).astype(np.int64) - 1
+    raise DiffmemError(f"unknown timestep_spacing {spacing!r} in the scheduler config")
 
 
 def alphas_cumprod_of(config: Mapping) -> torch.Tensor:
