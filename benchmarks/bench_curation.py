@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/bench_curation.py                        # 20 k, 100 k, 1 M; recall on 20 k
     python benchmarks/bench_curation.py --sizes 100000 --recall-sample 5000
+    python benchmarks/bench_curation.py --sharded --sizes 1000000,10000000 --workers 2   # studies.caption_shards
 
 Captions are synthetic, seeded, WebVid-like: 6-15 words drawn from a Zipf law over 20 000 made-up words,
 and 5 % of rows copies of an earlier caption (40 % upper-cased with punctuation, the others with one word
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -117,16 +119,77 @@ def run_size(n: int, t: float, recall_sample: int) -> dict:
     return out
 
 
+def run_sharded(n: int, t: float, workers: int, shard_rows: int, partitions: int, check: bool) -> dict:
+    """One size through `studies.caption_shards` (captions written to a parquet first, not timed)."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
+    from diffmem.metrics.duplicates import normalize_caption, normalized_caption_clusters
+    from diffmem.studies.caption_shards import dense_labels, sharded_caption_clusters
+
+    tmp = tempfile.mkdtemp(prefix="bench_curation_")
+    try:
+        caps = captions(n)
+        pd.DataFrame({"id": [f"v{i}" for i in range(n)], "caption": caps}).to_parquet(f"{tmp}/captions.parquet")
+        if not check:
+            del caps
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        r = sharded_caption_clusters([f"{tmp}/captions.parquet"], f"{tmp}/work", threshold=t, workers=workers,
+                                     shard_rows=shard_rows, partitions=partitions)
+        out = {"n": n, "seconds": r["seconds"], "stages": r["stages"], "n_edges": r["n_edges"],
+               "n_joined": int((r["near"] != r["rows"]).sum()), "n_rows_joined": int(len(r["rows"])), "workers": workers, "shard_rows": shard_rows,
+               "partitions": partitions,
+               "driver_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+               "driver_rss_before_gb": rss_before / 1e9,
+               "worker_peak_rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9,
+               "work_gb": sum(f.stat().st_size for f in Path(f"{tmp}/work").rglob("*") if f.is_file()) / 1e9}
+        if check:
+            exact, near = normalized_caption_clusters([normalize_caption(c) for c in caps], threshold=t)
+            got_exact, got_near = dense_labels(r)
+            out["same_as_in_memory"] = bool(np.array_equal(exact, got_exact) and np.array_equal(near, got_near))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="20000,100000,1000000")
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--recall-sample", type=int, default=20000)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--sharded", action="store_true",
+                    help="time the sharded path (studies.caption_shards) instead, per stage, with its peak memory")
+    ap.add_argument("--workers", type=int, default=2, help="--sharded: processes")
+    ap.add_argument("--shard-rows", type=int, default=1_000_000, help="--sharded: captions per shard")
+    ap.add_argument("--partitions", type=int, default=16, help="--sharded: link tasks")
+    ap.add_argument("--check", action="store_true", help="--sharded: compare with the in-memory clusters too")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child process: one size
     a = ap.parse_args()
     if a.one is not None:
-        print(json.dumps(run_size(a.one, a.threshold, a.recall_sample)))
+        print(json.dumps(run_sharded(a.one, a.threshold, a.workers, a.shard_rows, a.partitions, a.check)
+                         if a.sharded else run_size(a.one, a.threshold, a.recall_sample)))
+        return 0
+    if a.sharded:
+        print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores, {a.workers} workers, {a.shard_rows} captions "
+              f"per shard, {a.partitions} partitions")
+        rows = []
+        for n in [int(s) for s in a.sizes.split(",")]:
+            cmd = [sys.executable, __file__, "--one", str(n), "--sharded", "--threshold", str(a.threshold),
+                   "--workers", str(a.workers), "--shard-rows", str(a.shard_rows), "--partitions", str(a.partitions)]
+            done = subprocess.run(cmd + (["--check"] if a.check else []), capture_output=True, text=True, check=True)
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            st = " ".join(f"{k} {v:.1f}s" for k, v in r["stages"].items())
+            same = f", same as in memory: {r['same_as_in_memory']}" if "same_as_in_memory" in r else ""
+            print(f"{n:>11} captions: {r['seconds']:.1f} s ({st}); {r['n_joined']} joined; peak RSS driver "
+                  f"{r['driver_peak_rss_gb']:.2f} GB (captions generated: {r['driver_rss_before_gb']:.2f} GB), "
+                  f"largest worker {r['worker_peak_rss_gb']:.2f} GB; work files {r['work_gb']:.2f} GB{same}")
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump({"load": os.getloadavg(), "sharded": rows}, f, indent=2)
         return 0
     _self_check(a.threshold)
     rows = []

@@ -222,6 +222,9 @@ def test_clean_caption_by_hand():
     assert clean_caption(b"\xff ok") == "\ufffd ok"
     assert clean_caption("\ud800x") == "\ufffdx"  # a lone surrogate (JSON escape) becomes U+FFFD
     assert clean_caption("abc", max_chars=2) == "ab"
+    # plain ASCII takes a short way (most captions); the same results as character by character
+    assert clean_caption("  ab c  ", max_chars=3) == "ab" and clean_caption(" A cat, 4K! ") == "A cat, 4K!"
+    assert clean_caption("x\x7fy\x00z") == "xyz" and clean_caption("caf\u0065\u0301") == "caf\u00e9"
 
 
 # ------------------------------------------------------------------ bad manifests

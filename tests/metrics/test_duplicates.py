@@ -163,10 +163,10 @@ def test_block_signatures_equal_minhash_of_the_shingle_sets():
 def test_candidate_pairs_are_dropped_only_below_a_one_in_a_million_agreement():
     from scipy.stats import binom
 
-    from diffmem.metrics.duplicates import _agreement_needed
+    from diffmem.metrics.duplicates import agreement_needed
 
     for t, m in ((0.8, 64), (0.6, 64), (0.9, 32)):
-        need = _agreement_needed(t, m)
+        need = agreement_needed(t, m)
         # a pair at exactly the threshold agrees in fewer places with probability <= 1e-6, and one more
         # agreement would cut it above 1e-6
         assert binom.cdf(need - 1, m, t) <= 1e-6 < binom.cdf(need, m, t)

@@ -5,7 +5,8 @@
   captions;
 - `caption_clusters`: captions equal after normalisation, joined with near-duplicates (n-gram Jaccard
   >= threshold), found with MinHash LSH (`minhash`) and then checked exactly, so it scales to millions
-  of captions;
+  of captions; its steps (`caption_signatures`, `band_keys`, `bucket_candidates`, `agreement_needed`,
+  `ngram_jaccard_at_least`) are also what the sharded curation (`studies.caption_shards`) runs per shard;
 - `content_clusters`: connected components of "inner product > threshold" of unit content vectors
   (single linkage); `metrics.motion.duplicate_groups` and the prompt curation both group by it.
 
@@ -22,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["UnionFind", "normalize_caption", "caption_similarity", "shingles", "minhash", "caption_signatures",
-           "caption_clusters", "normalized_caption_clusters",
-           "content_clusters"]
+           "caption_clusters", "normalized_caption_clusters", "band_keys", "bucket_candidates", "agreement_needed",
+           "ngram_jaccard_at_least", "content_clusters"]
 
 
 class UnionFind:
@@ -185,16 +186,17 @@ def caption_signatures(norms: Sequence[str], ngram: int, num_perm: int, seed: in
     return out
 
 
-def _band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     """One uint64 per caption naming its `band`-th block of `rows` signature values (equal blocks, equal keys;
-    different blocks collide with probability about 2^-64)."""
+    different blocks collide with probability about 2^-64). The keys are well mixed: any of their bits can
+    pick a partition."""
     key = np.zeros(len(sig), np.uint64)
     for r in range(band * rows, (band + 1) * rows):
         key = _mix64(key ^ sig[:, r].astype(np.uint64) ^ _salt(r + 1))
     return key
 
 
-def _agreement_needed(threshold: float, num_perm: int, miss: float = 1e-6) -> int:
+def agreement_needed(threshold: float, num_perm: int, miss: float = 1e-6) -> int:
     """The most signature agreements a pair of Jaccard `threshold` falls short of with probability at most
     `miss` (agreements are Binomial(num_perm, J), least likely to be low at J = threshold)."""
     need, tail = 0, 0.0
@@ -206,9 +208,14 @@ def _agreement_needed(threshold: float, num_perm: int, miss: float = 1e-6) -> in
     return need
 
 
-def _bucket_pairs(order: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (u, v), u before v, of the buckets order[lo:hi]: every pair of a bucket of up to 64,
-    and each member against the first 8 in a bigger bucket (a caption template shared by thousands)."""
+def bucket_candidates(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (u, v) of positions with equal keys (one LSH band's buckets: runs of equal keys after
+    a stable sort, so u < v within a bucket): every pair of a bucket of up to 64, and each member against
+    the first 8 of a bigger bucket (a caption template shared by thousands)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
+    lo, hi = np.concatenate([[0], cut]), np.concatenate([cut, [len(sk)]])
     size = hi - lo
     us, vs = [order[lo[size == 2]]], [order[lo[size == 2] + 1]]
     for a, b in zip(lo[size > 2].tolist(), hi[size > 2].tolist()):
@@ -222,6 +229,13 @@ def _bucket_pairs(order: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np
         us.append(m[x])
         vs.append(m[y])
     return np.concatenate(us), np.concatenate(vs)
+
+
+def ngram_jaccard_at_least(a: str, b: str, ngram: int, threshold: float) -> bool:
+    """Whether two normalised captions' n-gram sets (`shingles`) have Jaccard similarity >= threshold: the
+    exact check every candidate pair passes before it is joined."""
+    sa, sb = shingles(a, ngram), shingles(b, ngram)
+    return len(sa & sb) >= threshold * len(sa | sb)
 
 
 def caption_clusters(captions: Sequence[str], *, threshold: float = 0.8, ngram: int = 4,
@@ -265,24 +279,16 @@ def normalized_caption_clusters(norms: Sequence[str], *, threshold: float = 0.8,
     texts = [norms[i] for i in uniq]
     num_perm = bands * rows
     sig = caption_signatures(texts, ngram, num_perm)
-    need = _agreement_needed(threshold, num_perm)
+    need = agreement_needed(threshold, num_perm)
 
     for band in range(bands):
-        keys = _band_keys(sig, band, rows)
-        order = np.argsort(keys, kind="stable")  # members of a bucket stay in caption order
-        sk = keys[order]
-        cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
-        lo, hi = np.concatenate([[0], cut]), np.concatenate([cut, [len(sk)]])
-        u, v = _bucket_pairs(order, lo, hi)
+        u, v = bucket_candidates(band_keys(sig, band, rows))
         # a pair whose signatures agree in fewer than `need` places is below the threshold but for a
-        # one-in-a-million chance (`_agreement_needed`): only the others are checked exactly
+        # one-in-a-million chance (`agreement_needed`): only the others are checked exactly
         keep = (sig[u] == sig[v]).sum(1) >= need
         for a, b in zip(u[keep].tolist(), v[keep].tolist()):
             x, y = uniq[a], uniq[b]
-            if uf.find(x) == uf.find(y):
-                continue
-            sa, sb = shingles(texts[a], ngram), shingles(texts[b], ngram)
-            if len(sa & sb) >= threshold * len(sa | sb):
+            if uf.find(x) != uf.find(y) and ngram_jaccard_at_least(texts[a], texts[b], ngram, threshold):
                 uf.union(x, y)
     return exact, uf.labels()
 

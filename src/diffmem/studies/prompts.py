@@ -98,7 +98,8 @@ def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.n
                    content_threshold: float | None = None, caption_threshold: float = 0.8,
                    ngram: int = 4, min_count: int = 2, top: int | None = None,
                    magnitudes: Callable[[list[str]], Sequence[float]] | Mapping[str, float] | None = None,
-                   include_singletons: bool = False, max_ids: int = 1000) -> list[PromptEntry]:
+                   include_singletons: bool = False, max_ids: int = 1000,
+                   caption_labels: tuple[np.ndarray, np.ndarray] | None = None) -> list[PromptEntry]:
     """Rank prompts by how prone they are to trigger memorization (see the module docstring).
 
     ids, captions: the training set. vectors: optional (n, D) unit content vectors, with
@@ -106,7 +107,9 @@ def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.n
     prompts to their detection magnitudes, or a prompt->magnitude mapping; when given, prompts
     are ranked by it (largest first). include_singletons: also propose the caption of every
     non-duplicated item (useful only with magnitudes, to let the model rank everything). max_ids: the
-    evidence lists at most this many ids per list (the counts are always exact).
+    evidence lists at most this many ids per list (the counts are always exact). caption_labels: the
+    (exact, near) caption cluster labels when they are already known (`studies.caption_shards`), as
+    `normalized_caption_clusters` gives them: a cluster's label is its first item's index.
     """
     n = len(ids)
     if len(captions) != n:
@@ -114,7 +117,12 @@ def curate_prompts(ids: Sequence[str], captions: Sequence[str], *, vectors: np.n
     ids = [str(i) for i in ids]
     captions = [str(c or "") for c in captions]
     norms = [normalize_caption(c) for c in captions]
-    exact_lab, cap_lab = normalized_caption_clusters(norms, threshold=caption_threshold, ngram=ngram)
+    if caption_labels is None:
+        exact_lab, cap_lab = normalized_caption_clusters(norms, threshold=caption_threshold, ngram=ngram)
+    else:
+        exact_lab, cap_lab = (np.asarray(x, np.int64) for x in caption_labels)
+        if len(exact_lab) != n or len(cap_lab) != n:
+            raise ValueError(f"caption_labels must have one label per item ({n})")
     if vectors is not None:
         if content_threshold is None:
             raise ValueError("content_threshold is required with vectors")
