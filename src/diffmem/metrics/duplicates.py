@@ -6,7 +6,7 @@
 - `caption_clusters`: captions equal after normalisation, joined with near-duplicates (n-gram Jaccard
   >= threshold), found with MinHash LSH (`minhash`) and then checked exactly, so it scales to millions
   of captions; its steps (`caption_signatures`, `band_keys`, `bucket_candidates`, `agreement_needed`,
-  `ngram_jaccard_at_least`) are also what the sharded curation (`studies.caption_shards`) runs per shard;
+  `ngram_jaccard_at_least`) are also what the sharded curation (`metrics.caption_shards`) runs per shard;
 - `content_clusters`: connected components of "inner product > threshold" of unit content vectors
   (single linkage); `metrics.motion.duplicate_groups` and the prompt curation both group by it.
 
