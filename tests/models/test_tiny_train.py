@@ -122,3 +122,30 @@ def test_init_continues_from_a_finished_model(world, tmp_path):
     # the frame rate is not architecture: a model continues at another rate, and makes clips at it
     train_tiny(world, tmp_path / "rate", replace(still, fps=8.0), progress=False, log=lambda m: None, init=first)
     assert load_tiny(first).cfg.fps == 4.0 and load_tiny(tmp_path / "rate").cfg.fps == 8.0
+
+
+def test_init_can_add_the_full_resolution_cross_attention(world, tmp_path):
+    # the added layers start as identity, so at a near-zero learning rate the grown model computes what
+    # the model it grew from computes; a model with the layers cannot be continued without them
+    from dataclasses import replace
+
+    from diffmem.models.tiny import load_tiny
+
+    first = tmp_path / "first"
+    train_tiny(world, first, MICRO, progress=False, log=lambda m: None)
+    grown = replace(MICRO, steps=2, lr=1e-12, min_lr=1e-12, full_xattn=True)
+    summary = train_tiny(world, tmp_path / "grown", grown, progress=False, log=lambda m: None, init=first)
+    assert summary["config"]["full_xattn"] is True and "full_xattn" not in MICRO.as_dict()
+    a, b = load_tiny(first), load_tiny(tmp_path / "grown")
+    assert b.cfg.full_xattn and not a.cfg.full_xattn
+    assert {k for k in b.state_dict()} - {k for k in a.state_dict()} == {
+        k for k in b.state_dict() if k.startswith(("denoiser.xattn_down.", "denoiser.xattn_up."))}
+    z, t = torch.randn(2, 8, 4, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([100, 900])
+    txt = a.text(a.text.token_ids(["a cat", "a dog on grass"]))
+    with torch.no_grad():
+        assert torch.allclose(a.denoiser(z, t, txt), b.denoiser(z, t, txt), atol=1e-5)
+        b.denoiser.xattn_up.out.weight.normal_()  # once the layers have learnt something, they change the output
+        assert not torch.allclose(a.denoiser(z, t, txt), b.denoiser(z, t, txt), atol=1e-3)
+    with pytest.raises(DiffmemError, match="full_xattn"):
+        train_tiny(world, tmp_path / "shrunk", replace(MICRO, steps=2), progress=False, log=lambda m: None,
+                   init=tmp_path / "grown")

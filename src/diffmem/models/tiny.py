@@ -65,6 +65,11 @@ class TinyConfig:
     # the cosine schedule alpha-bar reaches 0.0035 at the first DDIM step: an epsilon network's small errors
     # there become large errors in x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), and samples stay noisy.
     prediction_type: str = "v_prediction"
+    # cross-attention also at the full latent resolution (after the down and the up blocks), with the
+    # (frame, y, x) position embedding in its queries: where the prompt's words put things frame by frame
+    # (a captioned motion's trajectory) at 4 px instead of the half resolution's 8 px. Its output starts at
+    # zero, so a model without it continues exactly (`diffmem train --init`).
+    full_xattn: bool = False
 
     @property
     def latent_size(self) -> int:
@@ -229,9 +234,11 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, frames: int,
+                pos: torch.Tensor | None = None) -> torch.Tensor:
         bf, c, h, w = x.shape
-        q = self.norm(x).reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
+        q = self.norm(x) if pos is None else self.norm(x) + pos[:frames].repeat(bf // frames, 1, 1, 1)
+        q = q.reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
         a, _ = self.attn(q, text, text, key_padding_mask=mask, need_weights=False)
         a = self.out(a).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
         return x + a
@@ -257,6 +264,10 @@ class VideoDenoiser(nn.Module):
         self.mid2 = ResBlock(c1, c1, emb, temporal)
         self.upsample = nn.Conv2d(c1, c0, 3, padding=1)
         self.up = nn.ModuleList([ResBlock(2 * c0 if i == 0 else c0, c0, emb, temporal) for i in range(cfg.blocks)])
+        if cfg.full_xattn:
+            self.xattn_down, self.xattn_up = CrossAttention(c0, cfg.text_dim), CrossAttention(c0, cfg.text_dim)
+        else:
+            self.xattn_down = self.xattn_up = None
         self.out_norm = nn.GroupNorm(_groups(c0), c0)
         self.out = nn.Conv2d(c0, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -273,6 +284,8 @@ class VideoDenoiser(nn.Module):
         x = self.inp(x) + self.pos[:f].repeat(b, 1, 1, 1)
         for blk in self.down:
             x = blk(x, emb, f)
+        if self.xattn_down is not None:
+            x = self.xattn_down(x, text, mask, f, self.pos)
         skip = x
         x = self.downsample(x)
         for blk in self.mid:
@@ -283,6 +296,8 @@ class VideoDenoiser(nn.Module):
         x = torch.cat([x, skip], 1)
         for blk in self.up:
             x = blk(x, emb, f)
+        if self.xattn_up is not None:
+            x = self.xattn_up(x, text, mask, f, self.pos)
         x = self.out(F.silu(self.out_norm(x)))
         return x.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
 

@@ -72,12 +72,15 @@ class TrainConfig:
     # a rate reads the first `frames` frames at it. Optical flow, hence the motion audit, follows motion
     # only when it moves little between frames: the large world's model is trained at its clips' 8 fps.
     fps: float | None = None
+    # cross-attention at the full latent resolution too (`TinyConfig.full_xattn`); a model without it can
+    # be continued with it (`--init`: the new layers start as identity)
+    full_xattn: bool = False
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
-        for optional in ("init", "fps"):
-            if d[optional] is None:
+        for optional in ("init", "fps", "full_xattn"):
+            if not d[optional]:
                 del d[optional]  # configs of runs without them read as they always did
         return d
 
@@ -199,12 +202,15 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     tcfg = TinyConfig(kind=cfg.kind, size=cfg.size, frames=cfg.frames if cfg.kind == "video" else 1,
                       channels=tuple(cfg.channels), blocks=cfg.blocks, text_dim=cfg.text_dim, vocab=vocab,
                       latent_channels=cfg.latent_channels, prediction_type=cfg.prediction,
-                      **({"fps": float(cfg.fps)} if cfg.fps else {}))
+                      full_xattn=cfg.full_xattn, **({"fps": float(cfg.fps)} if cfg.fps else {}))
     model = TinyModel(tcfg).to(device)
     if start is not None:
         mine, theirs = tcfg.as_dict(), start.cfg.as_dict()
         # the frame rate is not architecture: a model can continue at another rate (it then learns that one)
-        differ = [k for k in mine if k not in ("latent_scale", "fps") and mine[k] != theirs.get(k)]
+        # nor is adding the full-resolution cross-attention: its layers start as identity
+        grows = cfg.full_xattn and not start.cfg.full_xattn
+        differ = [k for k in mine if k not in ("latent_scale", "fps") + (("full_xattn",) if grows else ())
+                  and mine[k] != theirs.get(k)]
         if differ:
             raise DiffmemError(f"{init}: --init model differs from this run in {', '.join(differ)} "
                                "(it must have the same architecture and the same training captions)")
@@ -243,7 +249,11 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     n = len(clips)
     try:
         if stage == "autoencoder" and start is not None:  # continue from --init: its weights and autoencoder
-            model.load_state_dict(start.state_dict())
+            missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+            new = ("denoiser.xattn_down.", "denoiser.xattn_up.")
+            if unexpected or any(not k.startswith(new) for k in missing):
+                raise DiffmemError(f"{init}: weights do not fit this architecture "
+                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
             model.cfg.latent_scale = start.cfg.latent_scale
             stage, step = "denoiser", 0
             gen_mark = gen.get_state()

@@ -46,6 +46,13 @@ _TEXTURES = {
     "cells": ("immunohistochemistry", None),
 }
 _TEXTURE_CONTRAST = 0.7  # textures are softened a little so sprites stand out of them
+# "balanced" textures (version-2 worlds): every background has the same mean colour and the same RMS
+# contrast, so a caption's background word does not set the frame's mean colour. Measured on the large
+# world's first model: the backgrounds' mean colours (stars 0.08 ... cells 0.63) explained 81 % of the
+# variance of the first-step text-conditional difference that memorization detectors measure.
+TEXTURE_STYLES = ("tinted", "balanced")
+_BALANCED_MEAN = 0.42
+_BALANCED_RMS = 0.06
 
 
 @dataclass(frozen=True)
@@ -181,8 +188,19 @@ def load_sprite(kind: str, instance: int = 0) -> Sprite:
 
 
 @lru_cache(maxsize=32)
-def load_texture(name: str, side: int) -> np.ndarray:
-    """Square background texture (side, side, 3) float32 in [0, 1]; cached, do not modify."""
+def load_texture(name: str, side: int, style: str = "tinted") -> np.ndarray:
+    """Square background texture (side, side, 3) float32 in [0, 1]; cached, do not modify.
+
+    style: "tinted" (version-1 worlds: grey textures tinted, each its own mean colour) or "balanced" (the
+    same, shifted to one mean colour per channel and scaled to one RMS contrast; the tint stays in the
+    texture's variation)."""
+    if style not in TEXTURE_STYLES:
+        raise ValueError(f"unknown texture style {style!r}; known: {', '.join(TEXTURE_STYLES)}")
+    if style == "balanced":
+        img = load_texture(name, side)
+        dev = img - img.mean(axis=(0, 1), keepdims=True)
+        img = _BALANCED_MEAN + dev * (_BALANCED_RMS / max(float(dev.std()), 1e-6))
+        return np.ascontiguousarray(np.clip(img, 0.0, 1.0), dtype=np.float32)
     if name not in _TEXTURES:
         raise ValueError(f"unknown background {name!r}; known: {', '.join(BACKGROUNDS)}")
     src, tint = _TEXTURES[name]

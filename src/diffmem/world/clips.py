@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from .assets import BACKGROUNDS, SPRITES, Sprite, load_sprite, load_texture
+from .assets import BACKGROUNDS, SPRITES, TEXTURE_STYLES, Sprite, load_sprite, load_texture
 
 COMMON_MOTIONS = ("static", "linear", "circle", "zigzag", "zoom_in", "zoom_out", "pan")
 SIGNATURE_MOTIONS = ("loop", "bounce", "spiral")
@@ -109,6 +109,7 @@ class ClipSpec:
     size: int = 64
     fps: float = 8.0
     props: tuple = ()  # of Prop (or their dicts), drawn on the texture
+    texture: str = "tinted"  # background style (assets.TEXTURE_STYLES); version-2 worlds use "balanced"
 
     def __post_init__(self):
         if self.motion not in MOTIONS:
@@ -121,6 +122,8 @@ class ClipSpec:
             raise ValueError(f"unknown sprite {self.sprite!r}; known: {', '.join(SPRITES)}")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}; known: {', '.join(BACKGROUNDS)}")
+        if self.texture not in TEXTURE_STYLES:
+            raise ValueError(f"unknown texture style {self.texture!r}; known: {', '.join(TEXTURE_STYLES)}")
         if self.n_frames < 1 or self.size < 4 or self.fps <= 0:
             raise ValueError(f"need n_frames >= 1, size >= 4, fps > 0; got {self.n_frames}, {self.size}, {self.fps}")
         params = dict(self.params)
@@ -151,6 +154,8 @@ class ClipSpec:
             d["props"] = [p.to_dict() for p in self.props]
         else:
             del d["props"]  # version-1 specs stay as they were written
+        if self.texture == "tinted":
+            del d["texture"]  # so do specs written before texture styles
         return d
 
     @classmethod
@@ -311,7 +316,7 @@ def render_clip(spec: ClipSpec, *, sprite_override=None, background_override=Non
     return_alpha: also return the sprite coverage (T, H, W) float32 in [0, 1].
     """
     side = texture_side(spec.size)
-    tex = load_texture(spec.background, side) if background_override is None else _as_texture(background_override, side)
+    tex = load_texture(spec.background, side, spec.texture) if background_override is None else _as_texture(background_override, side)
     sprite = _sprite_of(spec, sprite_override)
     tr = trajectory(spec)
     tex = _with_props(tex, spec, tr.cam_x[0], tr.cam_y[0])

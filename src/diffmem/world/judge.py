@@ -92,8 +92,12 @@ class WorldAlignment:
     INSTANCES = 3
 
     def __init__(self, size: int = 32, n_frames: int = 8, fps: float = 4.0, static_px: float = 0.5,
-                 clip_seconds: float = 2.0, paths: Iterable[ClipSpec] | None = None):
+                 clip_seconds: float = 2.0, paths: Iterable[ClipSpec] | None = None, texture: str | None = None):
         self.size, self.n_frames, self.fps, self.static_px = int(size), int(n_frames), float(fps), float(static_px)
+        paths = None if paths is None else list(paths)
+        # the backgrounds as the world drew them (version-2 worlds: "balanced"); by default the paths' style
+        styles = {p.texture for p in paths or ()}
+        self.texture = texture or (styles.pop() if len(styles) == 1 else "tinted")
         # the motion references: one clip per motion and direction at the clips' default path, or, given a
         # world's clips (`world_paths`), one per distinct path the world uses: windows of OFS-k are tied to
         # where the sprite moves, and a world's paths start elsewhere than the default
@@ -133,7 +137,7 @@ class WorldAlignment:
 
     def _texture(self, background: str) -> np.ndarray:
         if background not in self._textures:
-            tex = load_texture(background, texture_side(self.size))
+            tex = load_texture(background, texture_side(self.size), self.texture)
             tex = cv2.resize(tex, None, fx=self.UPSCALE, fy=self.UPSCALE, interpolation=cv2.INTER_LINEAR)
             self._textures[background] = cv2.GaussianBlur(tex.astype(np.float32), (0, 0), self.BLUR)
         return self._textures[background]

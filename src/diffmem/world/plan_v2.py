@@ -61,8 +61,9 @@ class WorldSizeV2(WorldSize):
     """How big a version-2 world is: `WorldSize`'s counts, plus what version 2 adds. The first
     len(SIGNATURE_MOTIONS) duplicated videos carry the signature motions."""
 
-    signature_appearances: int = 3
+    signature_appearances: int = 4
     n_props: int = 8
+    texture: str = "balanced"  # backgrounds of one mean colour and contrast (assets.load_texture)
     path_variants: int = 3
     version: int = 2
 
@@ -109,7 +110,8 @@ def _spec(rng, src: Source, cfg, paths: dict, signature: dict):
         lo, hi = _SCALE[src.attribute]
         k = 0.9 if motion in ("zoom_in", "zoom_out") else 1.0  # zooms grow to 1.3-1.6 times this
         params["scale"] = round(_u(rng, lo, hi) * k, 4)
-    return replace(spec, direction=direction, params=tuple(params.items()), props=_props(rng, cfg.n_props))
+    return replace(spec, direction=direction, params=tuple(params.items()), props=_props(rng, cfg.n_props),
+                   texture=cfg.texture)
 
 
 def plan_v2(seed: int, cfg: WorldSizeV2):
@@ -148,6 +150,9 @@ def plan_v2(seed: int, cfg: WorldSizeV2):
                     chosen.append((s, b))
                 if len(chosen) == cfg.signature_appearances:
                     break
+            if len(chosen) < cfg.signature_appearances:
+                raise ValueError(f"world size {cfg.name!r}: {cfg.signature_appearances} signature appearances need "
+                                 "that many sprites and backgrounds")
             sources.append(Source((*chosen[0], m, ""), "duplicated", count, tag=tags.pop()))
             sources.extend(Source((s, b, m, ""), "signature", 1) for s, b in chosen[1:])
         else:
