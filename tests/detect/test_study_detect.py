@@ -5,12 +5,11 @@ import math
 import pandas as pd
 import pytest
 import torch
+from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 from diffmem.detect.calibrate import Calibration, DetectConfig
 from diffmem.errors import PolicyMismatchError
 from diffmem.studies.detect import run_detect
-
-from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 S = DetectConfig(seeds=2, steps=2, num_steps=10)
 
@@ -155,3 +154,34 @@ def test_a_world_prompt_file_with_an_unconditional_group_is_scored_without_it(tm
     s = run_detect(KnownAdapter(pats), f, tmp_path / "out", settings=S, progress=False)
     assert s["n_prompts"] == 1
     assert list(pd.read_parquet(tmp_path / "out" / "detect.parquet")["prompt"]) == ["copy 0"]
+
+
+def test_every_detector_side_by_side_with_its_cost(tmp_path):
+    # one run scores the magnitudes and the first-step detectors on the same prompts and seeds, and
+    # comparison.parquet ranks each score with the cost of its detector; a rerun asking for a detector the
+    # stored records lack scores again, one asking for fewer resumes
+    pats = _world()
+    ad = KnownAdapter(pats, mode="x")
+    lab = _labels(tmp_path, pats)
+    first = DetectConfig(seeds=2, steps=1, num_steps=10)
+    out = tmp_path / "out"
+    s = run_detect(ad, list(pats), out, settings=first, labels=lab, progress=False, detectors=("anisotropy",))
+    assert s["detectors"] == ["magnitude", "anisotropy"]
+    s = run_detect(ad, list(pats), out, settings=first, labels=lab, progress=False, detectors=("all",))
+    # "all": every detector the model supports (this one exposes no cross-attention)
+    assert s["resumed"] == 0 and s["detectors"] == ["magnitude", "anisotropy", "sharpness"]
+    cmp = pd.read_parquet(out / "comparison.parquet")
+    mem = cmp[cmp["set"] == "memorized"].set_index("score")
+    assert {"content", "motion", "total", "wen", "anisotropy", "anisotropy_motion", "sharpness",
+            "sharpness_motion"} <= set(mem.index)
+    # costs per prompt at n = 2 seeds, P = 20 prompts sharing each unconditional evaluation, 10 steps at
+    # guidance 7.5 = 20 evaluations per generation
+    n, P = 2, len(pats)
+    assert mem.loc["content", "denoiser_evals"] == pytest.approx(n * (1 + 1 / P))
+    assert mem.loc["anisotropy", "denoiser_evals"] == pytest.approx(n * (2 + 2 / P))
+    assert mem.loc["sharpness", "denoiser_evals"] == pytest.approx(n * (1 + 1 / P) + 4 * n)
+    assert mem.loc["sharpness", "cost_fraction"] == pytest.approx((n * (1 + 1 / P) + 4 * n) / 20)
+    assert (mem["auc_lo"] <= mem["auc"]).all() and (mem["auc"] <= mem["auc_hi"]).all()
+    # the same prompts, fewer detectors: every prompt resumed
+    s = run_detect(ad, list(pats), out, settings=first, labels=lab, progress=False, detectors=("sharpness",))
+    assert s["resumed"] == len(pats)

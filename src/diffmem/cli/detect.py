@@ -1,6 +1,8 @@
 """`diffmem detect MODEL --prompts FILE --out DIR`: flag memorization-prone prompts from content and motion magnitude."""
 from __future__ import annotations
 
+import argparse
+
 from .options import add_model_loading, add_sample_size, add_threads, count, fraction, natural, nonnegative
 
 _SETTING_ARGS = {"seeds": "seeds", "steps": "steps", "num_steps": "num_steps", "guidance_scale": "guidance_scale",
@@ -45,6 +47,11 @@ def register(sub):
     p.add_argument("--fpr-rule", choices=("strict", "at-most"), default="strict",
                    help="TPR@FPR with --labels: strict (default, Wen et al.): FPR strictly below the target (4 false "
                         "positives of 500 at 1 %%); at-most: FPR <= target (5 of 500), diffmem's rule before 0.2")
+    p.add_argument("--detectors", type=_detectors, default=(), metavar="LIST",
+                   help="comma-separated detectors scored beside the magnitudes, at the first step: anisotropy "
+                        "(Asthana & Belagiannis 2026), sharpness (Jeon et al. 2025), attention (Ren et al. 2024, "
+                        "cross-attention entropy; built-in models), or all; with --labels DIR/comparison.parquet "
+                        "ranks every score with its cost (default: magnitudes only)")
     p.add_argument("--batch-size", type=count, default=8, help="samples per denoiser batch (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="score every prompt again")
@@ -53,6 +60,18 @@ def register(sub):
     add_threads(p)
     p.set_defaults(func=_run)
     return p
+
+
+_DETECTORS = ("magnitude", "anisotropy", "sharpness", "attention", "all")
+
+
+def _detectors(text: str) -> tuple:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in _DETECTORS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown detector(s) {', '.join(bad) or repr(text)}; choose from "
+                                         f"{', '.join(_DETECTORS)}")
+    return names
 
 
 def _settings(args, cal):
@@ -71,7 +90,7 @@ def _run(args) -> int:
     s = run_detect(args.model, args.prompts, args.out, settings=_settings(args, cal), calibration=cal,
                    labels=args.labels, calibrate_fpr=args.fpr if args.calibrate else None,
                    fpr_rule=args.fpr_rule, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                   model_config=args.model_config, resume=args.resume)
+                   model_config=args.model_config, resume=args.resume, detectors=args.detectors)
     st, cost = s["settings"], s["cost"]
     print(f"{s['n_prompts']} prompts ({s['resumed']} resumed), n = {st['seeds']} seeds, s = {st['steps']} steps: "
           f"{cost['denoiser_evals_per_prompt']:.3g} denoiser evaluations per prompt = "
@@ -94,5 +113,13 @@ def _run(args) -> int:
                 ci = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
                 print(f"  {set_name:9s} {n:8s} AUC {e['auc']:.4f}{ci}  TPR@1%FPR {e['tpr@1%fpr']:.3f}  "
                       f"TPR@3%FPR {e['tpr@3%fpr']:.3f}  ({e['n_memorized']} memorized, {e['n_novel']} novel)")
-    print(f"wrote {args.out}/detect.parquet, summary.json, report.html")
+    if s.get("comparison"):
+        print("detectors (set memorized, by AUC):")
+        rows = sorted((r for r in s["comparison"] if r["set"] == "memorized"), key=lambda r: -r["auc"])
+        for r in rows:
+            ci = f" [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]" if r["auc_lo"] is not None else ""
+            print(f"  {r['score']:18s} AUC {r['auc']:.3f}{ci}  TPR@1%FPR "
+                  f"{r['tpr@1%fpr']:.3f}  TPR@3%FPR {r['tpr@3%fpr']:.3f}  cost {r['cost_fraction']:.3f} of a generation")
+    print(f"wrote {args.out}/detect.parquet, summary.json, report.html"
+          + (", comparison.parquet" if s.get("comparison") else ""))
     return 0

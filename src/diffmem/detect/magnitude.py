@@ -24,12 +24,15 @@ Two ways to use them:
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Mapping, Sequence
 
 import torch
 
 from ..errors import DiffmemError
+from ..models.adapter import inference_timesteps
 from ..models.sampler import StopSampling, initial_noise
+from .detectors import anisotropy_terms, attention_entropy, detector_names, difference_jvp, sharpness_terms
 
 #: magnitudes reported for a video model / an image model
 VIDEO_MAGNITUDES = ("content", "motion", "total", "wen")
@@ -185,6 +188,9 @@ class MagnitudeDetector:
         return None
 
 
+_RECORD_FIELDS = ("key", "step", "t", "seed")
+
+
 def aggregate_records(records: Sequence[Mapping], *, seeds: int | None = None, steps: int | None = None,
                       names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Re-aggregate `MagnitudeDetector.records` over the first `seeds` seeds (in seed order) and steps.
@@ -198,21 +204,24 @@ def aggregate_records(records: Sequence[Mapping], *, seeds: int | None = None, s
     out = {}
     for key, recs in by_key.items():
         if names is None:
-            names = [n for n in VIDEO_MAGNITUDES if n in recs[0]]
+            names = [n for n in recs[0] if n not in _RECORD_FIELDS]
         seed_order = sorted({r["seed"] for r in recs}, key=lambda s: (s is None, s))
         keep_seeds = set(seed_order if seeds is None else seed_order[:seeds])
         sel = [r for r in recs if r["seed"] in keep_seeds and (steps is None or r["step"] < steps)]
         if not sel:
             continue
-        row = {n: sum(r[n] for r in sel) / len(sel) for n in names}
+        # the first-step detectors are in the step-0 records only: each score is the mean where it was measured
+        row = {n: sum(v) / len(v) for n in names if (v := [r[n] for r in sel if r.get(n) is not None])}
         row["count"] = len(sel)
         out[key] = row
     return out
 
 
 def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], config, *,
-                       batch_size: int = 8) -> list[dict]:
-    """Step-0 magnitudes of every (distinct prompt, seed) pair, eps(x_T, "") computed once per seed.
+                       batch_size: int = 8, detectors: Sequence[str] = ()) -> list[dict]:
+    """Step-0 magnitudes of every (distinct prompt, seed) pair, eps(x_T, "") computed once per seed,
+    and the scores of the other first-step `detectors` (`detect.detectors`: anisotropy, sharpness,
+    attention) from the same pass.
 
     At the first step x_T is the seed's initial noise whatever the prompt, so the unconditional
     prediction is shared: P prompts x n seeds cost P n + n denoiser evaluations instead of 2 P n.
@@ -222,19 +231,26 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
     """
     if config.negative_prompt:
         raise DiffmemError("magnitudes are defined against the empty prompt; config has a negative prompt")
+    extra = detector_names(detectors, adapter.frame_axis is not None)
+    if "attention" in detectors and not hasattr(adapter, "attention_probe"):
+        raise DiffmemError(f"the attention detector reads cross-attention, which {adapter.name or 'this model'} "
+                           "does not expose (the built-in tiny models do)")
     distinct = list(dict.fromkeys(prompts))
     device = adapter.device
     t = adapter.first_timestep(config.scheduler, config.num_steps)
     if t is None:  # a scheduler that may scale the noise or the input: diffusers' own
         sched = adapter.make_scheduler(config.scheduler)
         sched.set_timesteps(config.num_steps, device=device)
-        t = sched.timesteps[0]
+        t, t_lo = sched.timesteps[0], sched.timesteps[-3 if len(sched.timesteps) >= 3 else -1]
         start = lambda x: sched.scale_model_input(x * sched.init_noise_sigma, t)  # noqa: E731
     else:  # DDIM / DDPM: x_T is the noise itself
-        t = torch.tensor(t, device=device)
+        steps = inference_timesteps(adapter.scheduler_config(), config.num_steps)
+        t, t_lo = torch.tensor(t, device=device), torch.tensor(int(steps[-3 if len(steps) >= 3 else -1]), device=device)
         start = lambda x: x  # noqa: E731
+    sigma = float((1 - adapter.alphas_cumprod[int(t)]).sqrt())
     seeds = [int(s) for s in seeds]
     names = magnitude_names(adapter.frame_axis)
+    axis = adapter.frame_axis
     out = []
     with torch.no_grad():
         cond_all = adapter.encode_prompt(distinct)
@@ -242,18 +258,30 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
         for s0 in range(0, len(seeds), batch_size):
             sd = seeds[s0:s0 + batch_size]
             x = start(initial_noise(adapter, sd, config))
-            eps_u = adapter.predict_noise(x, t, uncond.expand(len(sd), *uncond.shape[1:]))
+            u = uncond.expand(len(sd), *uncond.shape[1:])
+            eps_u = adapter.predict_noise(x, t, u)
+            eps_u_lo = adapter.predict_noise(x, t_lo, u) if "anisotropy" in detectors else None
             # every (prompt, seed) pair of this seed block, batch_size rows at a time
             pairs = [(pi, si) for pi in range(len(distinct)) for si in range(len(sd))]
             for b0 in range(0, len(pairs), batch_size):
                 chunk = pairs[b0:b0 + batch_size]
                 pi = [p for p, _ in chunk]
                 si = [s for _, s in chunk]
-                eps_c = adapter.predict_noise(x[si], t, cond_all[pi])
-                mags = magnitudes(eps_c, eps_u[si], adapter.frame_axis)
+                with adapter.attention_probe() if "attention" in detectors else nullcontext() as probe:
+                    eps_c = adapter.predict_noise(x[si], t, cond_all[pi])
+                mags = magnitudes(eps_c, eps_u[si], axis)
+                if "anisotropy" in detectors:
+                    eps_c_lo = adapter.predict_noise(x[si], t_lo, cond_all[pi])
+                    mags.update(anisotropy_terms(eps_c - eps_u[si], eps_u_lo[si], eps_c_lo - eps_u_lo[si], axis))
+                if "sharpness" in detectors:
+                    d = eps_c - eps_u[si]
+                    jd = difference_jvp(adapter, x[si], t, cond_all[pi], uncond.expand(len(chunk), *uncond.shape[1:]), d)
+                    mags.update(sharpness_terms(jd, sigma, axis))
+                if "attention" in detectors:
+                    mags["attention_entropy"] = attention_entropy(probe[-1])
                 vals = {k: v.detach().cpu().double().tolist() for k, v in mags.items()}
                 for r, (p, sidx) in enumerate(chunk):
                     rec = {"key": distinct[p], "step": 0, "t": int(t), "seed": sd[sidx]}
-                    rec.update({n: vals[n][r] for n in names})
+                    rec.update({n: vals[n][r] for n in (*names, *extra)})
                     out.append(rec)
     return out

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -233,13 +234,16 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(c, c)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.record: list | None = None  # a list: the attention distributions of each call are appended
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, frames: int,
                 pos: torch.Tensor | None = None) -> torch.Tensor:
         bf, c, h, w = x.shape
         q = self.norm(x) if pos is None else self.norm(x) + pos[:frames].repeat(bf // frames, 1, 1, 1)
         q = q.reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
-        a, _ = self.attn(q, text, text, key_padding_mask=mask, need_weights=False)
+        a, probs = self.attn(q, text, text, key_padding_mask=mask, need_weights=self.record is not None)
+        if self.record is not None:  # (B, frames x positions, tokens), heads averaged: `TinyAdapter.attention_probe`
+            self.record.append(probs.detach())
         a = self.out(a).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
         return x + a
 
@@ -439,6 +443,18 @@ class TinyAdapter(DenoiserAdapter):
         tt = timestep_tensor(t, z.shape[0], z.device)
         out = noise_from_output(self.model.denoiser(z, tt, embeddings), z, tt, self._abar, self.cfg.prediction_type)
         return out if video else out[:, :, 0]
+
+    @contextmanager
+    def attention_probe(self):
+        """Within the block, every denoiser call appends to the yielded list its middle-resolution
+        cross-attention distribution over the prompt's tokens, (B, query positions, tokens) with the heads
+        averaged and padding at probability 0 (the layer Ren et al.'s detector reads; `detect.detectors`)."""
+        layer = self.model.denoiser.xattn
+        layer.record = []
+        try:
+            yield layer.record
+        finally:
+            layer.record = None
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents if latents.ndim == 5 else latents[:, :, None]

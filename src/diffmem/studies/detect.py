@@ -33,9 +33,10 @@ import numpy as np
 from ..data.labels import read_labels
 from ..data.prompts import UNCONDITIONAL, as_prompt_entries
 from ..detect.calibrate import Calibration, DetectConfig, calibrate
+from ..detect.detectors import DETECTORS, detector_names
 from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
-from ..detect.prompts import cached_records, chunk_size
+from ..detect.prompts import cached_records, chunk_size, detector_evals
 from ..errors import DiffmemError
 from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
@@ -50,12 +51,14 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
                labels: str | Path | Mapping | None = None, calibrate_fpr: float | None = None,
                fprs: Sequence[float] = (0.01, 0.03), fpr_rule: str = "strict", batch_size: int = 8, device=None,
                dtype: str = "float32", model_config: str | Path | None = None, progress: bool = True,
-               resume: bool = True) -> dict:
+               resume: bool = True, detectors: Sequence[str] = ()) -> dict:
     """Score every prompt, flag, evaluate; write the results into `out` (see the module docstring).
 
     `prompts`: a prompt file (any format `diffmem.data.prompts.read_prompts` reads) or a list of
     strings. `settings` default to the calibration's (or `DetectConfig()`); explicit settings that
     differ from the calibration's are refused. `calibrate_fpr`: also write `out/calibration.json`.
+    `detectors`: first-step detectors scored beside the magnitudes ("anisotropy", "sharpness", "attention"
+    or "all"; `diffmem.detect.detectors`); with labels, `comparison.parquet` ranks every score.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -64,6 +67,9 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
         settings = cal.settings if cal is not None else DetectConfig()
     adapter = load_adapter(model, device=device, dtype=dtype, config=model_config)
     model_name = adapter.name or str(model)
+    if "all" in detectors:  # every detector this model supports
+        detectors = tuple(d for d in DETECTORS if d != "attention" or hasattr(adapter, "attention_probe"))
+    detectors = tuple(d for d in detectors if d != "magnitude")
     if cal is not None:
         cal.check(model_name, settings)
 
@@ -76,11 +82,12 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
 
     # Score each distinct prompt once, resuming from finished items.
     distinct = list(dict.fromkeys(e["prompt"] for e in entries))
+    extra = detector_names(detectors, adapter.frame_axis is not None)  # unknown names fail before any work
     run = cached_records(adapter, distinct, settings, out, model_name=model_name, batch_size=batch_size,
-                         progress=progress, resume=resume)
+                         progress=progress, resume=resume, detectors=detectors)
     records, todo, evals_run, t_score = run.records, run.scored, run.denoiser_evals, run.seconds
     share = min(len(distinct), chunk_size(settings, batch_size))  # prompts sharing one uncond. evaluation at s = 1
-    names = list(magnitude_names(adapter.frame_axis))
+    names = list(magnitude_names(adapter.frame_axis)) + extra
     flat = [dict(r, key=p) for p in distinct for r in records[p]]
     scores = aggregate_records(flat, names=names)
 
@@ -114,7 +121,12 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
         if not sets:
             note = (f"no evaluation: the labels give no set with both memorized and novel prompts "
                     f"({sum(1 for p in distinct if p in lab)} of {len(distinct)} prompts labelled)")
-        grid = _grid(flat, sets, names, settings, fprs, len(distinct), batch_size, fpr_rule)
+        grid = _grid(flat, sets, [n for n in names if n not in extra], settings, fprs, len(distinct), batch_size,
+                     fpr_rule)
+    costs = detector_evals(settings, detectors, share if settings.steps == 1 else None)
+    comparison = _comparison(evaluation, names, costs, settings) if evaluation else None
+    if comparison:
+        write_parquet(out / "comparison.parquet", comparison)
     summary = {
         "model": adapter.describe() if hasattr(adapter, "describe") else {"name": model_name},
         "settings": settings.as_dict(),
@@ -134,6 +146,8 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
         "evaluation": evaluation,
         "evaluation_note": note,
         "evaluation_grid": grid,
+        "detectors": ["magnitude", *detectors],
+        "comparison": comparison,
         "score_summary": {n: _describe([scores[p][n] for p in distinct]) for n in names},
         "seconds": round(time.perf_counter() - t0, 2),
         "environment": environment(),
@@ -143,10 +157,32 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
     return summary
 
 
+def score_detector(name: str) -> str:
+    """The detector a score name belongs to (the magnitudes' names: "magnitude")."""
+    return next((d for d, (video, image) in DETECTORS.items() if name in video or name in image), "magnitude")
+
+
+def _comparison(evaluation: Mapping, names: Sequence[str], costs: Mapping[str, float], settings: DetectConfig) -> list[dict]:
+    """One row per evaluation set and score: AUC with its 95 % interval, TPR at each FPR, and the score's
+    detector's cost per prompt (denoiser evaluations and the fraction of one generation)."""
+    rows = []
+    for set_name, ev in evaluation.items():
+        for n in names:
+            e = ev[n]
+            det = score_detector(n)
+            ci = e.get("auc_ci95") or (None, None)
+            rows.append({"set": set_name, "score": n, "detector": det, "auc": e["auc"], "auc_lo": ci[0], "auc_hi": ci[1],
+                         **{k: v for k, v in e.items() if k.startswith("tpr@")},
+                         "n_memorized": e["n_memorized"], "n_novel": e["n_novel"],
+                         "denoiser_evals": costs[det], "cost_fraction": costs[det] / settings.generation_evals()})
+    return rows
+
+
 def _flag_names(names: Sequence[str]) -> list[str]:
     # The verdict uses content and motion for video models, total for image models; total (= sqrt(content^2
     # + motion^2)) and wen (= total x sqrt(N)) are calibrated and reported but are no separate evidence.
-    return [n for n in names if n not in ("total", "wen")] or ["total"]
+    # The other detectors' scores are compared and calibrated, not (yet) part of the verdict.
+    return [n for n in names if n in ("content", "motion")] or ["total"]
 
 
 def _rows(entries, scores, names, settings, cal, lab, share) -> list[dict]:
