@@ -1,10 +1,9 @@
 """Prompt scoring: the functional twin of a detection run, its magnitude function, and the per-prompt cache."""
 import pytest
+from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 from diffmem.detect.calibrate import DetectConfig
 from diffmem.detect.prompts import cached_records, magnitude_function, prompt_scores
-
-from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 
 def test_prompt_scores_functional_twin():

@@ -153,3 +153,15 @@ def test_attention_probe_of_the_tiny_model():
     for r in recs:
         k = len(r["key"].split())
         assert 0 < r["attention_entropy"] <= math.log(k) + 1e-6
+        assert r["attention_entropy_norm"] == pytest.approx(r["attention_entropy"] / math.log(k), rel=1e-5)
+
+
+def test_normalised_attention_entropy_and_the_length_baseline():
+    from diffmem.detect.detectors import attention_entropy_norm, prompt_words
+
+    # uniform over 4 of 6 token slots (2 padding): H = ln 4, normalised 1; one token: 0
+    probs = torch.zeros(2, 3, 6)
+    probs[0, :, :4] = 0.25
+    probs[1, :, 0] = 1.0
+    assert attention_entropy_norm(probs).tolist() == pytest.approx([1.0, 0.0])
+    assert prompt_words("a cat, museum archive") == 4 and prompt_words("") == 0

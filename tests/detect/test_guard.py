@@ -3,13 +3,12 @@ import math
 
 import pytest
 import torch
+from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 from diffmem.detect.calibrate import Calibration, DetectConfig
 from diffmem.detect.guard import MemorizationGuard
 from diffmem.errors import DiffmemError, PolicyMismatchError
 from diffmem.models.sampler import SamplerConfig, sample
-
-from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 R = math.sqrt(12.5)  # content magnitude of frame_constant()
 

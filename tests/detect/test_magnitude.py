@@ -3,13 +3,18 @@ import math
 
 import pytest
 import torch
+from _known_denoiser import KnownAdapter, alternating, frame_constant
 
-from diffmem.detect.magnitude import (MagnitudeDetector, aggregate_records, content_magnitude, magnitudes,
-                                      motion_magnitude, total_magnitude)
+from diffmem.detect.magnitude import (
+    MagnitudeDetector,
+    aggregate_records,
+    content_magnitude,
+    magnitudes,
+    motion_magnitude,
+    total_magnitude,
+)
 from diffmem.errors import DiffmemError
 from diffmem.models.sampler import SamplerConfig, iter_samples, sample
-
-from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 
 def _pair(pattern, batch=1):

@@ -182,6 +182,8 @@ def test_every_detector_side_by_side_with_its_cost(tmp_path):
     assert mem.loc["sharpness", "denoiser_evals"] == pytest.approx(n * (1 + 1 / P) + 4 * n)
     assert mem.loc["sharpness", "cost_fraction"] == pytest.approx((n * (1 + 1 / P) + 4 * n) / 20)
     assert (mem["auc_lo"] <= mem["auc"]).all() and (mem["auc"] <= mem["auc_hi"]).all()
+    # the length baseline: "copy k" / "move k" / "novel k" are all two words, so it cannot separate them
+    assert mem.loc["prompt_words", "auc"] == 0.5 and mem.loc["prompt_words", "denoiser_evals"] == 0
     # the same prompts, fewer detectors: every prompt resumed
     s = run_detect(ad, list(pats), out, settings=first, labels=lab, progress=False, detectors=("sharpness",))
     assert s["resumed"] == len(pats)

@@ -20,6 +20,9 @@ Formulas as the authors' code computes them (docs/related-methods.md: files, fun
   branch's cross-attention distribution over the prompt's tokens, averaged over heads and query
   positions, in one middle-resolution cross-attention layer at the first step. Free: read during the
   conditional evaluation the magnitudes make anyway. Needs an adapter with `attention_probe`.
+  ``attention_entropy_norm``: the same divided by ln(tokens attended), diffmem's length-free variant.
+- ``prompt_words``: the number of words, a baseline reported with every comparison (cost 0): on a
+  benchmark where memorized captions are longer, entropy-like scores separate by length alone.
 
 Motion variants (video models; new in diffmem, no published motion detector exists): the same statistic
 on the frame-varying part of the vectors, P(v) = v - mean over frames of v (the split that separates the
@@ -31,6 +34,7 @@ motion would, independently of the appearance.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -39,11 +43,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import DiffmemError
 
+_WORDS = re.compile(r"\w+")
+
 #: the first-step detectors besides the magnitudes, and the score names each adds (video / image)
 DETECTORS = {
     "anisotropy": (("anisotropy", "anisotropy_cos", "anisotropy_motion"), ("anisotropy", "anisotropy_cos")),
     "sharpness": (("sharpness", "sharpness_motion"), ("sharpness",)),
-    "attention": (("attention_entropy",), ("attention_entropy",)),
+    "attention": (("attention_entropy", "attention_entropy_norm"), ("attention_entropy", "attention_entropy_norm")),
 }
 #: denoiser evaluations per (prompt, seed) each detector adds to the magnitudes' first step (shared
 #: unconditional evaluations not counted per prompt)
@@ -106,6 +112,20 @@ def attention_entropy(probs: torch.Tensor) -> torch.Tensor:
     averaged over the Q query positions first (Ren et al.: p averaged over heads and positions, then H(p))."""
     p = probs.float().mean(1)
     return -(p * p.clamp_min(1e-30).log()).sum(-1)
+
+
+def attention_entropy_norm(probs: torch.Tensor) -> torch.Tensor:
+    """The entropy divided by its largest value, ln(tokens attended): diffmem's variant, because the entropy
+    grows with the prompt's length wherever padding is masked (the built-in models; Stable Diffusion's
+    77 tokens are a fixed length). 0 for a one-token prompt."""
+    k = (probs.float().mean(1) > 0).sum(-1).clamp_min(1)
+    return torch.where(k > 1, attention_entropy(probs) / k.float().log().clamp_min(1e-12), torch.zeros_like(k, dtype=torch.float32))
+
+
+def prompt_words(prompt: str) -> int:
+    """Words in a prompt: the trivial baseline every detector comparison reports (cost 0). A detector that
+    does not beat it on a benchmark may be reading caption length, not memorization."""
+    return len(_WORDS.findall(prompt))
 
 
 def difference_jvp(adapter, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,

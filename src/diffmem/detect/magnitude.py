@@ -32,7 +32,14 @@ import torch
 from ..errors import DiffmemError
 from ..models.adapter import inference_timesteps
 from ..models.sampler import StopSampling, initial_noise
-from .detectors import anisotropy_terms, attention_entropy, detector_names, difference_jvp, sharpness_terms
+from .detectors import (
+    anisotropy_terms,
+    attention_entropy,
+    attention_entropy_norm,
+    detector_names,
+    difference_jvp,
+    sharpness_terms,
+)
 
 #: magnitudes reported for a video model / an image model
 VIDEO_MAGNITUDES = ("content", "motion", "total", "wen")
@@ -279,6 +286,7 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
                     mags.update(sharpness_terms(jd, sigma, axis))
                 if "attention" in detectors:
                     mags["attention_entropy"] = attention_entropy(probe[-1])
+                    mags["attention_entropy_norm"] = attention_entropy_norm(probe[-1])
                 vals = {k: v.detach().cpu().double().tolist() for k, v in mags.items()}
                 for r, (p, sidx) in enumerate(chunk):
                     rec = {"key": distinct[p], "step": 0, "t": int(t), "seed": sd[sidx]}

@@ -33,7 +33,7 @@ import numpy as np
 from ..data.labels import read_labels
 from ..data.prompts import UNCONDITIONAL, as_prompt_entries
 from ..detect.calibrate import Calibration, DetectConfig, calibrate
-from ..detect.detectors import DETECTORS, detector_names
+from ..detect.detectors import DETECTORS, detector_names, prompt_words
 from ..detect.evaluate import evaluate_scores, roc_curves
 from ..detect.magnitude import aggregate_records, magnitude_names
 from ..detect.prompts import cached_records, chunk_size, detector_evals
@@ -117,14 +117,17 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
         for e in entries:
             if e["group"]:
                 groups.setdefault(e["group"], []).append(e["prompt"])
-        evaluation, curves, sets = _evaluate(distinct, scores, lab, names, fprs, groups, fpr_rule)
+        # beside every score: the prompt's length, the baseline a detector must beat (cost 0)
+        for p in distinct:
+            scores[p][BASELINE] = float(prompt_words(p))
+        evaluation, curves, sets = _evaluate(distinct, scores, lab, [*names, BASELINE], fprs, groups, fpr_rule)
         if not sets:
             note = (f"no evaluation: the labels give no set with both memorized and novel prompts "
                     f"({sum(1 for p in distinct if p in lab)} of {len(distinct)} prompts labelled)")
         grid = _grid(flat, sets, [n for n in names if n not in extra], settings, fprs, len(distinct), batch_size,
                      fpr_rule)
     costs = detector_evals(settings, detectors, share if settings.steps == 1 else None)
-    comparison = _comparison(evaluation, names, costs, settings) if evaluation else None
+    comparison = _comparison(evaluation, [*names, BASELINE], {**costs, "baseline": 0.0}, settings) if evaluation else None
     if comparison:
         write_parquet(out / "comparison.parquet", comparison)
     summary = {
@@ -157,8 +160,13 @@ def run_detect(model, prompts, out, *, settings: DetectConfig | None = None, cal
     return summary
 
 
+BASELINE = "prompt_words"
+
+
 def score_detector(name: str) -> str:
     """The detector a score name belongs to (the magnitudes' names: "magnitude")."""
+    if name == BASELINE:
+        return "baseline"
     return next((d for d, (video, image) in DETECTORS.items() if name in video or name in image), "magnitude")
 
 

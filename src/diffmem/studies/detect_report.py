@@ -67,6 +67,17 @@ def detect_report(summary: Mapping, rows: Sequence[Mapping], names: Sequence[str
                 body.append([set_name, n, f"{e['auc']:.4f}", f"{e.get('tpr@1%fpr', float('nan')):.3f}",
                              f"{e.get('tpr@3%fpr', float('nan')):.3f}", e["n_memorized"], e["n_novel"]])
         parts.append(table(head, body))
+        if summary.get("comparison"):
+            parts.append("<h3>Detectors side by side</h3><p>Every score on the same prompts and seeds (set "
+                         "memorized), best first, with its detector's cost per prompt. prompt_words is the "
+                         "baseline: a detector that does not beat the prompt's length may be reading it.</p>")
+            cmp = sorted((r for r in summary["comparison"] if r["set"] == "memorized"), key=lambda r: -r["auc"])
+            parts.append(table(
+                ["score", "detector", "AUC [95 % interval]", "TPR@1%FPR", "TPR@3%FPR", "denoiser evals", "of a generation"],
+                [[r["score"], r["detector"], f"{r['auc']:.3f}" + (f" [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]"
+                                                                   if r.get("auc_lo") is not None else ""),
+                  f"{r.get('tpr@1%fpr', float('nan')):.3f}", f"{r.get('tpr@3%fpr', float('nan')):.3f}",
+                  f"{r['denoiser_evals']:.3g}", f"{r['cost_fraction']:.3f}"] for r in cmp]))
         if curves:
             parts.append(img(figure_png(roc_figure(curves, "memorized vs novel")), "ROC", height=None))
         if summary.get("evaluation_grid"):

@@ -87,8 +87,9 @@ def _check(table: dict) -> dict:
 @writes_folder("world evaluate")
 def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int = 64, seed: int = 0,
                          steps: int = 25, guidance: float = 3.0, detect_seeds: int = 4, judge: bool = True,
-                         progress: bool = True, log=None) -> dict:
-    """See the module docstring. `world`: a folder made by `diffmem world make`."""
+                         detectors: tuple = ("all",), progress: bool = True, log=None) -> dict:
+    """See the module docstring. `world`: a folder made by `diffmem world make`. `detectors`: the
+    first-step detectors scored beside the magnitudes (`run_detect`; default every one the model has)."""
     t0 = time.perf_counter()
     world, out = Path(world), Path(out)
     say = log or (lambda m: None)
@@ -154,13 +155,14 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
                            "why": "needs memorized and novel prompts"}
             continue
         res = run_detect(adapter, [e.prompt for e in chosen], out / name, settings=dcfg,
-                         labels={e.prompt: labels[e.prompt] for e in chosen}, progress=progress)
+                         labels={e.prompt: labels[e.prompt] for e in chosen}, progress=progress, detectors=detectors)
         ev = (res.get("evaluation") or {}).get("memorized") or {}
         key = "content" if name == "detect_content" else "motion"
         best = ev.get(key) or {}
         table[name] = {"auc": best.get("auc"), "tpr@1%fpr": best.get("tpr@1%fpr"),
                        "by_detector": ev, "n_prompts": len(chosen),
-                       "denoiser_evals_per_prompt": dcfg.denoiser_evals_per_prompt()}
+                       "denoiser_evals_per_prompt": dcfg.denoiser_evals_per_prompt(),
+                       "comparison": [r for r in res.get("comparison") or [] if r["set"] == "memorized"]}
 
     result = {"model": adapter.name or str(model), "world": str(world), "n": n, "n_unconditional": n_unconditional,
               "seed": seed, "steps": steps, "guidance": guidance, "groups": table, "targets": _check(table),
