@@ -109,6 +109,14 @@ def build_vocab(captions: Sequence[str]) -> list[str]:
     return [PAD, UNK, NULL] + sorted({w for c in captions for w in words(c)})
 
 
+def _attention_mask(padding: torch.Tensor, heads: int, queries: int) -> torch.Tensor:
+    """A key-padding mask (B, keys), True = ignore, as the equivalent (B x heads, queries, keys) attention
+    mask: the same attention, but torch checks a key_padding_mask through torch._check_with, whose first
+    call imports torch.fx's symbolic shapes (0.5-0.7 s of a short command's start-up)."""
+    b, k = padding.shape
+    return padding[:, None, None, :].expand(b, heads, queries, k).reshape(b * heads, queries, k)
+
+
 class WordTextEncoder(nn.Module):
     def __init__(self, vocab: Sequence[str], dim: int, layers: int, max_tokens: int):
         super().__init__()
@@ -117,7 +125,8 @@ class WordTextEncoder(nn.Module):
         self.max_tokens = max_tokens
         self.tok = nn.Embedding(len(self.vocab), dim)
         self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0,
+        self.heads = 4
+        layer = nn.TransformerEncoderLayer(dim, nhead=self.heads, dim_feedforward=2 * dim, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
@@ -133,7 +142,7 @@ class WordTextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = ids == 0
         h = self.tok(ids) + self.pos[: ids.shape[1]]
-        h = self.body(h, src_key_padding_mask=mask)
+        h = self.body(h, mask=_attention_mask(mask, self.heads, ids.shape[1]))
         return self.norm(h).masked_fill(mask[..., None], 0.0)
 
 
@@ -241,7 +250,8 @@ class CrossAttention(nn.Module):
         bf, c, h, w = x.shape
         q = self.norm(x) if pos is None else self.norm(x) + pos[:frames].repeat(bf // frames, 1, 1, 1)
         q = q.reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
-        a, probs = self.attn(q, text, text, key_padding_mask=mask, need_weights=self.record is not None)
+        a, probs = self.attn(q, text, text, attn_mask=_attention_mask(mask, self.attn.num_heads, q.shape[1]),
+                             need_weights=self.record is not None)
         if self.record is not None:  # (B, frames x positions, tokens), heads averaged: `TinyAdapter.attention_probe`
             self.record.append(probs.detach())
         a = self.out(a).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
