@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "diffmem"
 # Top to bottom (DESIGN.md, "Layers"); a module may import its own package and the ones below it.
 # `world` (the synthetic world and its judge) sits right under `studies`: only studies and the CLI use
 # it, so no library layer depends on it. `errors` and `device` are the floor.
-LAYERS = ["cli", "__init__", "api", "studies", "world", "guidance", "detect", "models", "metrics", "index", "features",
+LAYERS = ["cli", "__init__", "api", "studies", "world", "guidance", "mitigate", "detect", "models", "metrics", "index", "features",
           "flow", "data", "io", "errors", "device"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["api"] = RANK["__init__"]  # the public API module behind `import diffmem`

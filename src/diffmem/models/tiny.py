@@ -416,6 +416,7 @@ class TinyAdapter(DenoiserAdapter):
     """A `TinyModel` seen as a `DenoiserAdapter`. Fixed output size: cfg.frames x cfg.size x cfg.size."""
 
     space = "latent"
+    first_token_is_bos = False  # word tokens only (Wen et al.'s mitigation freezes CLIP's first token)
 
     def __init__(self, model: TinyModel, name: str = "tiny"):
         self.model = model.eval()

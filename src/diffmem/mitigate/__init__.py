@@ -1,0 +1,17 @@
+"""Inference-time mitigations other than AMG (`diffmem.guidance`), as their authors run them.
+
+Each acts at one of the three places a generation can be changed without retraining:
+
+- the guided prediction, per step (a sampler hook, like AMG): `cfg_schedule` — Jain et al. (CVPR 2025),
+  classifier-free guidance withheld or reversed until a transition point;
+- the prompt embedding, before sampling (a wrapped adapter): `embedding` — Wen et al. (ICLR 2024),
+  the conditional embedding optimised to shrink the text-conditional difference at the first step;
+- the initial noise (planned: Jeon et al.'s SAIL; docs/related-methods.md has its rule).
+
+Formulas, constants and where they were read in the authors' code: docs/related-methods.md.
+"""
+from .cfg_schedule import JAIN_PRESETS, DynamicTransition, StaticTransition
+from .embedding import EmbeddingOverride, WenConfig, optimize_embedding
+
+__all__ = ["StaticTransition", "DynamicTransition", "JAIN_PRESETS", "WenConfig", "optimize_embedding",
+           "EmbeddingOverride"]
