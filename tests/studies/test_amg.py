@@ -132,3 +132,21 @@ def test_a_bad_inception_file_is_refused_before_any_sample(tmp_path):
         evaluate_amg("builtin:tiny-t2v", ["a cat moves right across grass"], tmp_path / "no-index", tmp_path / "out",
                      inception=tmp_path / "notes.pdf")
     assert not (tmp_path / "out" / "variants").exists()
+
+
+def test_the_other_mitigations_run_on_the_same_prompts_and_seeds(toy, tmp_path):
+    # one table with plain sampling, Jain et al.'s opposite guidance and Wen et al.'s embedding optimisation;
+    # each variant's generation.json records its rule, and the samples differ from plain sampling's
+    root, adapter = toy
+    cfg = EvalConfig(n=1, steps=5, guidance=3.0, variants=("baseline", "jain-opposite-2025", "wen-2024"), amg=TOY_AMG)
+    res = evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path, cfg)
+    assert [r["variant"] for r in res["table"]] == ["baseline", "jain-opposite-2025", "wen-2024"]
+    gen = json.loads((tmp_path / "variants" / "jain-opposite-2025" / "generation.json").read_text())
+    assert gen["extra_settings"]["mitigation"] == {"rule": "static transition", "tau": 650, "w_before": -2.0}
+    wen = json.loads((tmp_path / "variants" / "wen-2024" / "generation.json").read_text())["extra_settings"]
+    assert wen["mitigation"]["lr"] == 0.05 and wen["mitigation"]["iters"] == 10
+    assert wen["mitigation"]["mean_loss_after"] <= wen["mitigation"]["mean_loss_before"]
+    rows = pd.read_parquet(tmp_path / "amg_samples.parquet")
+    by = {v: read_frames(rows[(rows.variant == v)].sort_values("id").iloc[0]["path"]).array.astype(int)
+          for v in ("baseline", "jain-opposite-2025")}
+    assert np.abs(by["baseline"] - by["jain-opposite-2025"]).mean() > 0

@@ -15,7 +15,7 @@ HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by 
 
 def register(sub):
     from ..guidance.config import AMGConfig
-    from ..studies.amg import DEFAULT_VARIANTS, VARIANTS, EvalConfig
+    from ..studies.amg import DEFAULT_VARIANTS, OTHER_VARIANTS, VARIANTS, EvalConfig
 
     p = sub.add_parser("amg", help=HELP,
                        description="Anti-Memorization Guidance (AMG): evaluate it on a prompt list.")
@@ -42,8 +42,9 @@ def register(sub):
     e.add_argument("--seed", type=natural, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
     e.add_argument("--steps", type=count, default=d.steps, help=f"denoising steps (default {d.steps})")
     e.add_argument("--guidance", type=nonnegative, default=d.guidance, help=f"CFG scale s0 (default {d.guidance})")
-    e.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT", choices=sorted(VARIANTS),
-                   help=f"variants to run (default: {' '.join(DEFAULT_VARIANTS)}; also: always)")
+    e.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT", choices=[*VARIANTS, *OTHER_VARIANTS],
+                   help=f"variants to run on the same prompts and seeds (default: {' '.join(DEFAULT_VARIANTS)}; also: "
+                        f"always, and the other mitigations {' '.join(OTHER_VARIANTS)})")
     e.add_argument("--c1", type=nonnegative, default=a.c1, help=f"despecification constant (default {a.c1})")
     e.add_argument("--c2", type=nonnegative, default=a.c2, help=f"caption deduplication constant (default {a.c2})")
     e.add_argument("--c3", type=nonnegative, default=a.c3, help=f"dissimilarity constant (default {a.c3})")

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import DiffmemError
+from ..models.adapter import DenoiserAdapter
 from ..models.sampler import SamplerConfig, initial_noise
 
 
@@ -81,20 +82,61 @@ def optimize_embedding(adapter, prompt: str, seeds: Sequence[int], config: Sampl
     return out, trace
 
 
-class EmbeddingOverride:
+class EmbeddingOverride(DenoiserAdapter):
     """An adapter whose `encode_prompt` returns the given embeddings for some prompts (e.g. optimised by
     `optimize_embedding`) and the model's own for the rest; everything else is the wrapped adapter's."""
 
-    def __init__(self, adapter, embeddings: Mapping[str, torch.Tensor]):
+    def __init__(self, adapter: DenoiserAdapter, embeddings: Mapping[str, torch.Tensor], label: str = "override"):
         self._adapter = adapter
-        self._embeddings = {p: e.reshape(1, *e.shape[-(e.ndim - 1):]) if e.ndim > 1 else e[None]
+        self.kind, self.space, self.name = adapter.kind, adapter.space, adapter.name
+        self.label = label
+        self._embeddings = {p: e.reshape(1, *e.shape[1:]) if e.ndim > 1 and e.shape[0] == 1 else e[None]
                             for p, e in embeddings.items()}
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # fps, recommended, cfg, model, ...: the wrapped adapter's
+        if name.startswith("__") or name == "_adapter":
+            raise AttributeError(name)
         return getattr(self._adapter, name)
+
+    @property
+    def device(self):
+        return self._adapter.device
+
+    @property
+    def dtype(self):
+        return self._adapter.dtype
+
+    @property
+    def frame_axis(self):
+        return self._adapter.frame_axis
+
+    @property
+    def default_scheduler(self) -> str:
+        return self._adapter.default_scheduler
 
     def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
         own = self._adapter.encode_prompt(list(prompts))
         rows = [self._embeddings[p].to(own.device, own.dtype)[0] if p in self._embeddings else own[i]
                 for i, p in enumerate(prompts)]
         return torch.stack(rows)
+
+    def predict_noise(self, latents, t, embeddings):
+        return self._adapter.predict_noise(latents, t, embeddings)
+
+    def decode(self, latents):
+        return self._adapter.decode(latents)
+
+    def latent_shape(self, num_frames=None, height=None, width=None):
+        return self._adapter.latent_shape(num_frames, height, width)
+
+    def scheduler_config(self) -> dict:
+        return self._adapter.scheduler_config()
+
+    def make_scheduler(self, name: str = "ddim"):
+        return self._adapter.make_scheduler(name)
+
+    def first_timestep(self, name: str, num_steps: int):
+        return self._adapter.first_timestep(name, num_steps)
+
+    def describe(self) -> dict:
+        return {**self._adapter.describe(), "embeddings": f"{self.label} ({len(self._embeddings)} prompts)"}

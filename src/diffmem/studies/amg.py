@@ -35,6 +35,7 @@ from ..io.results import environment, read_json, to_jsonable, write_json, write_
 from ..io.video import read_frames
 from ..metrics.motion import NMFConfig
 from ..metrics.quality import CLIPScore, InceptionFeatures
+from ..mitigate import JAIN_PRESETS, DynamicTransition, EmbeddingOverride, WenConfig, optimize_embedding
 from ..models.registry import load_adapter
 from ..world.judge import WorldAlignment, parse_world_caption
 from .amg_report import amg_report, amg_table, evaluation_html, quality_by_variant
@@ -50,6 +51,8 @@ VARIANTS = {
     "full": (("spe", "dup", "sim"), "threshold"),
     "always": (("spe", "dup", "sim"), "always"),
 }
+#: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
+OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024")
 DEFAULT_VARIANTS = ("baseline", "spe", "dup", "sim", "full")
 
 
@@ -83,9 +86,9 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     """Run every variant on the same prompts and seeds; write DIR/amg_table.{parquet,json}, the per-sample
     rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings)."""
     log = log or (lambda m: None)
-    unknown = [v for v in config.variants if v not in VARIANTS]
+    unknown = [v for v in config.variants if v not in VARIANTS and v not in OTHER_VARIANTS]
     if unknown:
-        raise DiffmemError(f"unknown AMG variants {unknown}; choose from {', '.join(VARIANTS)}")
+        raise DiffmemError(f"unknown AMG variants {unknown}; choose from {', '.join([*VARIANTS, *OTHER_VARIANTS])}")
     out = Path(out)
     # the FID network is loaded (and its sha256 checked) before any sample is made, not after
     fid_space = InceptionFeatures(inception, device, sha256=inception_sha256) if inception else None
@@ -107,18 +110,24 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     rows, per_variant = [], {}
     for name in config.variants:
         vdir = out / "variants" / name
-        hooks, extra = [], {"variant": name}
-        if VARIANTS[name] is not None:
+        hooks, extra, gen_model = [], {"variant": name}, adapter
+        t0 = time.time()
+        if name in OTHER_VARIANTS:
+            gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings)
+        elif VARIANTS[name] is not None:
             terms, switch = VARIANTS[name]
             hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind)
             hooks = [hook]
             extra["amg"] = {"settings": config.amg.as_dict(), "config": hook.describe(),
                             "similarities": [s.kind for s in hook.similarities]}
         log(f"variant {name}: generating {len(specs) * config.n} samples")
-        t0 = time.time()
-        after = (lambda rows, h=hooks[0], d=vdir: write_traces(h, d, rows)) if hooks else None
-        summary = generate(adapter, specs, vdir, settings, batch_size=config.batch_size, hooks=hooks,
+        prepare = time.time() - t0  # Wen et al.'s optimisation runs before sampling: part of its cost
+        amg_hook = hooks[0] if hooks and hasattr(hooks[0], "records") else None
+        after = (lambda rows, h=amg_hook, d=vdir: write_traces(h, d, rows)) if amg_hook is not None else None
+        summary = generate(gen_model, specs, vdir, settings, batch_size=config.batch_size, hooks=hooks,
                            extra_settings=extra, after_batch=after, progress=progress)
+        if summary.get("n_generated"):
+            summary = {**summary, "seconds": (summary.get("seconds") or 0.0) + prepare}
         wall = time.time() - t0
         per_variant[name] = _timing(vdir, summary, wall)
         rows += _measure_variant(vdir, name, training, auditor, align, roles)
@@ -138,6 +147,26 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     write_parquet(out / "amg_table.parquet", table)
     write_text(out / "amg_report.html", evaluation_html(result, rows, out))
     return result
+
+
+def _other_mitigation(name: str, adapter, specs, settings: GenerateConfig):
+    """(the model to sample with, sampler hooks, its description) for one of `OTHER_VARIANTS`."""
+    if name in JAIN_PRESETS:
+        rule = JAIN_PRESETS[name]
+        return adapter, [rule], {"rule": "static transition", "tau": rule.tau, "w_before": rule.w_before}
+    if name == "jain-dynamic-2025":
+        return adapter, [DynamicTransition()], {"rule": "dynamic transition", "w_before": 1.0}
+    wen = WenConfig()  # "wen-2024": each prompt's embedding optimised on the noises of its own seeds
+    cfg = settings.sampler_config()
+    seeds = [settings.seed + k for k in range(settings.n)]
+    embeddings, losses = {}, {}
+    for sp in specs:
+        if sp["prompt"] and sp["prompt"] not in embeddings:
+            embeddings[sp["prompt"]], losses[sp["prompt"]] = optimize_embedding(adapter, sp["prompt"], seeds, cfg, wen)
+    return (EmbeddingOverride(adapter, embeddings, "wen-2024"), [],
+            {"rule": "prompt-embedding optimisation", **asdict(wen),
+             "mean_loss_before": float(np.mean([v[0] for v in losses.values()])) if losses else None,
+             "mean_loss_after": float(np.mean([v[-1] for v in losses.values()])) if losses else None})
 
 
 def _timing(vdir: Path, summary: dict, wall: float) -> dict:
