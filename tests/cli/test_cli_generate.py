@@ -177,3 +177,21 @@ def test_a_folder_with_no_finished_sample_can_be_reused_with_other_settings(setu
     assert json.loads((out / "generation.json").read_text())["settings"]["guidance"] == 2.0
     assert _run(model, prompts, out, "--guidance", "3.0") == 1  # now it holds samples: refused
     assert "other settings" in capsys.readouterr().err
+
+
+def test_generate_amg_takes_every_knob_and_the_preset():
+    from diffmem.cli import build_parser
+    from diffmem.cli.options import amg_config_from_args
+
+    args = build_parser().parse_args(
+        ["generate", "builtin:tiny-t2v", "--prompts", "p.txt", "--out", "o", "--amg", "--index", "w",
+         "--amg-c1", "5", "--amg-c2", "6", "--amg-c3", "50", "--amg-schedule", "parabolic", "--amg-content-lo", "0.9",
+         "--amg-content-hi", "0.95", "--amg-motion-lo", "0.7", "--amg-motion-hi", "0.8", "--amg-no-motion",
+         "--amg-caption-mode", "neighbour", "--amg-check-every", "3", "--amg-preset", "amg-sd-2024"])
+    cfg = amg_config_from_args(args)
+    assert (cfg.c1, cfg.c2, cfg.c3, cfg.schedule, cfg.content_lo, cfg.content_hi) == (5, 6, 50, "parabolic", 0.9, 0.95)
+    assert (cfg.motion_lo, cfg.motion_hi, cfg.motion, cfg.caption_mode, cfg.check_every) == (0.7, 0.8, False, "neighbour", 3)
+    assert args.amg_preset == "amg-sd-2024"
+    ev = build_parser().parse_args(["amg", "evaluate", "m", "--prompts", "p", "--index", "i", "--out", "o", "--c3", "7",
+                                    "--ablations", "baseline", "amg-sd-2024", "wen-2024"])
+    assert amg_config_from_args(ev).c3 == 7 and ev.ablations == ["baseline", "amg-sd-2024", "wen-2024"]

@@ -8,13 +8,21 @@ from __future__ import annotations
 import json
 import sys
 
-from .options import add_model_loading, add_sample_size, add_threads, count, natural, nonnegative, positive
+from .options import (
+    add_amg_knobs,
+    add_model_loading,
+    add_sample_size,
+    add_threads,
+    amg_config_from_args,
+    count,
+    natural,
+    nonnegative,
+)
 
 HELP = "evaluate Anti-Memorization Guidance against plain sampling"  # shown by `diffmem --help` without importing the library
 
 
 def register(sub):
-    from ..guidance.config import AMGConfig
     from ..studies.amg import DEFAULT_VARIANTS, OTHER_VARIANTS, VARIANTS, EvalConfig
 
     p = sub.add_parser("amg", help=HELP,
@@ -31,7 +39,7 @@ def register(sub):
                     "with --clip, else on the embedded world whether the clip shows the captioned sprite and motion). "
                     "Writes DIR/amg_table.{json,parquet}, DIR/amg_samples.parquet, DIR/amg_report.html and "
                     "DIR/variants/<name>/ (resumable).")
-    d, a = EvalConfig(), AMGConfig()
+    d = EvalConfig()
     e.add_argument("model", help="builtin:tiny-t2v | builtin:tiny-t2i | a model folder")
     e.add_argument("--prompts", required=True, help="prompt file (.jsonl with prompt/group, .txt, .csv, .parquet)")
     e.add_argument("--index", required=True,
@@ -44,20 +52,9 @@ def register(sub):
     e.add_argument("--guidance", type=nonnegative, default=d.guidance, help=f"CFG scale s0 (default {d.guidance})")
     e.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT", choices=[*VARIANTS, *OTHER_VARIANTS],
                    help=f"variants to run on the same prompts and seeds (default: {' '.join(DEFAULT_VARIANTS)}; also: "
-                        f"always, and the other mitigations {' '.join(OTHER_VARIANTS)})")
-    e.add_argument("--c1", type=nonnegative, default=a.c1, help=f"despecification constant (default {a.c1})")
-    e.add_argument("--c2", type=nonnegative, default=a.c2, help=f"caption deduplication constant (default {a.c2})")
-    e.add_argument("--c3", type=nonnegative, default=a.c3, help=f"dissimilarity constant (default {a.c3})")
-    e.add_argument("--schedule", default=a.schedule, choices=("exponential", "parabolic", "constant"),
-                   help=f"threshold schedule lambda_t (default {a.schedule})")
-    e.add_argument("--content-lo", type=positive, default=a.content_lo,
-                   help=f"lambda at t = T, as a fraction of tau_c (default {a.content_lo})")
-    e.add_argument("--content-hi", type=positive, default=a.content_hi,
-                   help=f"lambda at t = 0, as a fraction of tau_c (default {a.content_hi})")
-    e.add_argument("--no-motion", action="store_true", help="content similarity only (no motion channel)")
-    e.add_argument("--caption-mode", default=a.caption_mode, choices=("frequent", "neighbour"),
-                   help="y_N: the neighbour's caption, or the most frequent duplicated caption among its top "
-                        f"neighbours (default {a.caption_mode})")
+                        f"always, amg-sd-2024 (AMG as its authors' Stable Diffusion code runs it), and the other "
+                        f"mitigations {' '.join(OTHER_VARIANTS)})")
+    add_amg_knobs(e.add_argument_group("AMG (diffmem's full and single-term variants)"), preset=False)
     e.add_argument("--inception", default=None, help="local TorchScript Inception file: report FID")
     e.add_argument("--inception-sha256", default=None, metavar="HEX",
                    help="the Inception file's expected sha256 (refused before sampling if it differs)")
@@ -69,14 +66,6 @@ def register(sub):
     add_threads(e)
     e.set_defaults(func=run_evaluate, _parser=e)
     return p
-
-
-def amg_config_from_args(args):
-    """The `AMGConfig` that `diffmem amg evaluate`'s flags describe."""
-    from ..guidance.config import AMGConfig
-
-    return AMGConfig(c1=args.c1, c2=args.c2, c3=args.c3, schedule=args.schedule, motion=not args.no_motion,
-                     caption_mode=args.caption_mode, content_lo=args.content_lo, content_hi=args.content_hi)
 
 
 def run_evaluate(args) -> int:

@@ -1,23 +1,32 @@
 """`diffmem generate MODEL --prompts FILE --n N --seed S --out DIR`: sample videos (or images) for a prompt list.
 
-`--amg` flags map onto `diffmem.guidance.AMGConfig` (`amg_config_from_args`): its defaults, with
-`--amg-check-every`. Library modules are imported when the command runs, so `diffmem --help` stays fast.
+`--amg` flags (`--amg-c1` ... `--amg-check-every`, `--amg-preset`) map onto `diffmem.guidance.AMGConfig`
+(`options.amg_config_from_args`), with its defaults. Library modules are imported when the command runs, so `diffmem --help` stays fast.
 """
 from __future__ import annotations
 
 import json
 import sys
 
-from .options import add_model_loading, add_sample_size, add_threads, count, natural, nonnegative, positive
+from .options import (
+    add_amg_knobs,
+    add_model_loading,
+    add_sample_size,
+    add_threads,
+    amg_config_from_args,
+    count,
+    natural,
+    nonnegative,
+    positive,
+)
 
 HELP = "generate samples from a model for a prompt list"  # shown by `diffmem --help` without importing the library
 
 
 def register(sub):
-    from ..guidance.config import AMGConfig
     from ..studies.generate import GenerateConfig
 
-    d, a = GenerateConfig(), AMGConfig()
+    d = GenerateConfig()
     p = sub.add_parser(
         "generate", help=HELP,
         description="Sample N videos (or images) per prompt with our DDIM/DDPM loop and classifier-free guidance. "
@@ -55,17 +64,9 @@ def register(sub):
                         "or a world folder")
     g.add_argument("--amg-report", action="store_true",
                    help="also write DIR/amg_report.html: similarity trajectories, frames with and without AMG (same seed)")
-    g.add_argument("--amg-check-every", type=count, default=a.check_every,
-                   help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
+    add_amg_knobs(g, prefix="amg-")
     p.set_defaults(func=run, _parser=p)
     return p
-
-
-def amg_config_from_args(args):
-    """The `AMGConfig` that `diffmem generate --amg`'s flags describe."""
-    from ..guidance.config import AMGConfig
-
-    return AMGConfig(check_every=args.amg_check_every)
 
 
 def run(args) -> int:
@@ -82,7 +83,7 @@ def run(args) -> int:
         if not (args.amg and args.index):
             raise DiffmemError("--amg needs --index (the training set), and --index / --amg-report need --amg")
         summary = generate_with_amg(args.model, args.prompts, args.out, settings, args.index,
-                                    amg=amg_config_from_args(args), report=args.amg_report,
+                                    amg=amg_config_from_args(args), preset=args.amg_preset, report=args.amg_report,
                                     batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                                     model_config=args.model_config, progress=sys.stderr.isatty(),
                                     log=lambda m: print(m, file=sys.stderr))

@@ -140,3 +140,51 @@ def add_model_loading(parser) -> None:
                         help="for a single-file checkpoint MODEL (model.safetensors, original Stable Diffusion "
                              "layout): a diffusers StableDiffusionPipeline folder, or the id of one in the local "
                              "Hugging Face cache, giving its configuration (diffmem downloads nothing)")
+
+
+def add_amg_knobs(group, prefix: str = "", preset: bool = True) -> None:
+    """AMG's knobs (`guidance.AMGConfig`, with its defaults) and, with `preset`, the authors' preset, as
+    `--{prefix}c1` etc.: one definition for `diffmem generate --amg` (prefix "amg-") and `diffmem amg
+    evaluate` (no prefix; there the preset is a variant)."""
+    from ..guidance.config import AMGConfig
+    from ..guidance.reference import PRESETS
+
+    a = AMGConfig()
+    if preset:
+        group.add_argument(f"--{prefix}preset", dest="amg_preset", default=None, choices=PRESETS,
+                           help="AMG as its authors' code runs it instead of diffmem's default (amg-sd-2024: their "
+                                "Stable Diffusion step logic, scales and schedule; the knobs below do not apply)")
+    group.add_argument(f"--{prefix}c1", dest="c1", type=nonnegative, default=a.c1,
+                       help=f"despecification constant (default {a.c1})")
+    group.add_argument(f"--{prefix}c2", dest="c2", type=nonnegative, default=a.c2,
+                       help=f"caption deduplication constant (default {a.c2})")
+    group.add_argument(f"--{prefix}c3", dest="c3", type=nonnegative, default=a.c3,
+                       help=f"dissimilarity constant (default {a.c3})")
+    group.add_argument(f"--{prefix}schedule", dest="schedule", default=a.schedule,
+                       choices=("exponential", "parabolic", "constant"),
+                       help=f"threshold schedule lambda_t (default {a.schedule})")
+    group.add_argument(f"--{prefix}content-lo", dest="content_lo", type=positive, default=a.content_lo,
+                       help=f"lambda at t = T, as a fraction of tau_c (default {a.content_lo})")
+    group.add_argument(f"--{prefix}content-hi", dest="content_hi", type=positive, default=a.content_hi,
+                       help=f"lambda at t = 0, as a fraction of tau_c (default {a.content_hi})")
+    group.add_argument(f"--{prefix}motion-lo", dest="motion_lo", type=positive, default=a.motion_lo,
+                       help=f"motion lambda at t = T, as a fraction of tau_m (default {a.motion_lo})")
+    group.add_argument(f"--{prefix}motion-hi", dest="motion_hi", type=positive, default=a.motion_hi,
+                       help=f"motion lambda at t = 0, as a fraction of tau_m (default {a.motion_hi})")
+    group.add_argument(f"--{prefix}no-motion", dest="no_motion", action="store_true",
+                       help="content similarity only (no motion channel)")
+    group.add_argument(f"--{prefix}caption-mode", dest="caption_mode", default=a.caption_mode,
+                       choices=("frequent", "neighbour"),
+                       help="y_N: the neighbour's caption, or the most frequent duplicated caption among its top "
+                            f"neighbours (default {a.caption_mode})")
+    group.add_argument(f"--{prefix}check-every", dest="check_every", type=count, default=a.check_every,
+                       help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
+
+
+def amg_config_from_args(args):
+    """The `AMGConfig` that the flags of `add_amg_knobs` describe."""
+    from ..guidance.config import AMGConfig
+
+    return AMGConfig(c1=args.c1, c2=args.c2, c3=args.c3, schedule=args.schedule, motion=not args.no_motion,
+                     caption_mode=args.caption_mode, content_lo=args.content_lo, content_hi=args.content_hi,
+                     motion_lo=args.motion_lo, motion_hi=args.motion_hi, check_every=args.check_every)

@@ -30,8 +30,12 @@ from ..io.atomic import atomic_output
 from ..io.video import read_frames, resize_frames
 from ..metrics.content import content_scores, nearest_training_frames
 from ..metrics.motion import NMFConfig, duplicate_groups
+from .authors import AuthorsSDHook
 from .config import AMGConfig
 from .hook import AMGHook
+
+#: AMG as its authors ran it (DESIGN.md); diffmem's default is `AMGConfig`
+PRESETS = ("amg-sd-2024",)
 from .similarity import ContentSimilarity, IndexNeighbours, MemoryNeighbours, MotionProxyPolicy, MotionSimilarity
 
 
@@ -250,9 +254,15 @@ def _fingerprint(obj) -> str:
 
 
 def build_amg_hook(training: TrainingReference, config: AMGConfig = AMGConfig(), *, kind: str = "video",
-                   pre_switch=None) -> AMGHook:
+                   pre_switch=None, preset: str | None = None) -> AMGHook:
     """An `AMGHook` with the content channel, plus the motion channel for video models (when `config.motion`
-    and the training set has motion windows); thresholds relative to the reference's tau_c and NMF's tau_m."""
+    and the training set has motion windows); thresholds relative to the reference's tau_c and NMF's tau_m.
+    preset "amg-sd-2024": the authors' Stable Diffusion step instead (`guidance.authors`; content only,
+    its own constants: `config` is not used)."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise DiffmemError(f"unknown AMG preset {preset!r}; choose from {', '.join(PRESETS)}")
+        return AuthorsSDHook(training.content_similarity(config))
     sims = [training.content_similarity(config)]
     if config.motion and kind == "video" and training.n_motion_windows:
         sims.append(training.motion_similarity(config))

@@ -200,6 +200,18 @@ class ContentSimilarity:
             info.at.append(int(best_frame[i]))
         return sigma, info
 
+    def neighbour_captions(self, frames: torch.Tensor, at: Sequence[int], k: int) -> list[list[tuple[str, str]]]:
+        """Per sample: (item id, caption) of the k training frames nearest to frame `at[i]`, nearest first."""
+        x, b, f = _flat_frames(frames)
+        best = x.reshape(b, f, *x.shape[1:])[torch.arange(b), torch.as_tensor(list(at))]
+        desc = self.descriptor.embed(best.to(self.descriptor.device))
+        _, rows = self.neighbours.search(desc.detach().float().cpu().numpy(), min(int(k), len(self.neighbours)))
+        out = []
+        for r in rows:
+            metas = [self.neighbours.meta(int(j)) for j in r if j >= 0]
+            out.append([(m[0], m[2]) for m in metas])
+        return out
+
     def for_gradient(self, frames: torch.Tensor) -> torch.Tensor:
         """(B,) mean over frames of f(g_i) . f(n0(g_i)), differentiable w.r.t. the frames."""
         x, b, f = _flat_frames(frames)

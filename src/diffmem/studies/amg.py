@@ -29,7 +29,7 @@ from ..data.prompts import read_prompts
 from ..errors import BadInputError, DiffmemError
 from ..guidance.config import AMGConfig
 from ..guidance.hook import write_traces
-from ..guidance.reference import TrainingReference, build_amg_hook
+from ..guidance.reference import PRESETS, TrainingReference, build_amg_hook
 from ..io.lock import writes_folder
 from ..io.results import environment, read_json, to_jsonable, write_json, write_parquet, write_text
 from ..io.video import read_frames
@@ -50,6 +50,7 @@ VARIANTS = {
     "sim": (("sim",), "threshold"),
     "full": (("spe", "dup", "sim"), "threshold"),
     "always": (("spe", "dup", "sim"), "always"),
+    "amg-sd-2024": (("spe", "dup", "sim"), "threshold"),  # the authors' Stable Diffusion step (guidance.authors)
 }
 #: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
 OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024")
@@ -116,7 +117,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
             gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings)
         elif VARIANTS[name] is not None:
             terms, switch = VARIANTS[name]
-            hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind)
+            hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind,
+                                  preset=name if name in PRESETS else None)
             hooks = [hook]
             extra["amg"] = {"settings": config.amg.as_dict(), "config": hook.describe(),
                             "similarities": [s.kind for s in hook.similarities]}
@@ -253,7 +255,8 @@ def _measure_variant(vdir: Path, name: str, training, auditor, align, roles) -> 
 def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Path, *,
                       amg: AMGConfig = AMGConfig(), report: bool = False, batch_size: int = 8, device="cpu",
                       dtype: str = "float32", model_config: str | Path | None = None,
-                      content_index: str | Path | None = None, progress: bool = False, log=None) -> dict:
+                      content_index: str | Path | None = None, progress: bool = False, log=None,
+                      preset: str | None = None) -> dict:
     """`studies.generate.generate` with the AMG hook, then DIR/samples/<id>.amg.json per sample (which steps
     triggered which term, the similarity trajectories) and, with `report`, DIR/amg_report.html.
 
@@ -269,8 +272,8 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     log(f"AMG: training reference from {index}")
     training = TrainingReference.build(index, fps=float(getattr(adapter, "fps", 8.0)), size=size,
                                        cache=out / "amg-cache", content_index=content_index, progress=progress)
-    hook = build_amg_hook(training, amg, kind=adapter.kind)
-    extra = {"amg": {"settings": amg.as_dict(), "config": hook.describe(), "index": str(index),
+    hook = build_amg_hook(training, amg, kind=adapter.kind, preset=preset)
+    extra = {"amg": {"settings": amg.as_dict() if preset is None else {"preset": preset}, "config": hook.describe(), "index": str(index),
                      "similarities": [s.kind for s in hook.similarities],
                      "descriptor": training.descriptor.policy.as_dict()}}
     written = []
