@@ -17,7 +17,8 @@ from _memorizer import WorldMemorizer  # noqa: E402
 # four backgrounds, so that every signature (shown on three) leaves one for the motion prompts; clips of
 # 2 s at 64 px, of which the model makes the first second at 32 px, as on the large world
 SMALL_V2 = WorldSizeV2("v2-eval-test", 64, 16, 8.0, ("cat", "cup", "face", "coin", "wheel"),
-                       ("grass", "bricks", "stars", "cells"), (6, 4, 3, 2), (3,), (2,), 30, 4, 2, 1, n_props=4)
+                       ("grass", "bricks", "stars", "cells"), (6, 4, 3, 2), (3,), (2,), 30, 4, 2, 1, n_props=4,
+                       signature_appearances=3)
 
 
 def test_rates_by_hand():
@@ -65,3 +66,20 @@ def test_planted_memorizer_on_a_version_2_world(tmp_path):
     assert g["detect_content"]["auc"] == 1.0 and g["detect_motion"]["auc"] == 1.0
     assert json.loads((tmp_path / "eval" / "world_eval.json").read_text())["groups"]["novel"]["n"] == g["novel"]["n"]
     assert "duplicated_video" in format_world_eval(res)
+
+
+def test_model_window_is_the_part_of_the_worlds_clips_a_model_makes(tmp_path):
+    # world clips: 16 frames at 8 fps = 2 s. A model of 8 frames at 8 fps makes the first second: motion is
+    # compared over 8 frames; 8 frames at 4 fps span the whole clip: None (whole clips); images: None
+    from types import SimpleNamespace
+
+    from diffmem.studies.world_eval import model_window
+
+    (tmp_path / "ground_truth.json").write_text(json.dumps({"config": {"n_frames": 16, "fps": 8.0}}))
+
+    def model(kind, frames, fps):
+        return SimpleNamespace(kind=kind, fps=fps, latent_shape=lambda: (4, frames, 8, 8))
+
+    assert model_window(model("video", 8, 8.0), tmp_path) == 8
+    assert model_window(model("video", 8, 4.0), tmp_path) is None
+    assert model_window(model("image", 1, 8.0), tmp_path) is None

@@ -52,6 +52,7 @@ from .detect import run_detect
 from .extract import run_extract
 from .extract_report import format_summary
 from .prompts import duplicate_recall, run_prompts
+from .world_eval import model_window
 
 DEFAULT_MODEL = "builtin:tiny-t2v"
 # Samples per prompt. Extraction: 4 rather than 2 cuts the standard error of the per-group rates by ~30 % for
@@ -186,7 +187,8 @@ def _extract(r: DemoRun, st: Stage) -> None:
     if r.study is None:
         raise StageSkipped("no prompts (the prompts stage did not finish)")
     s = run_extract(r.adapter, r.study, r.train_ref, r.out / "extract", n=r.n, seed=r.seed,
-                    steps=r.sampler["steps"], guidance=r.sampler["guidance"], progress=r.progress, log=r.say)
+                    steps=r.sampler["steps"], guidance=r.sampler["guidance"], progress=r.progress, log=r.say,
+                    motion_frames=model_window(r.adapter, r.world_dir))
     o = s["overall"]
     st.result = (f"{o['n_train_extracted']} training items extracted by {o['n_extracted_samples']}/{o['n_samples']} "
                  f"samples ({pct_text(o['rate_extracted'])}; content {pct_text(o['rate_content'])}, motion "

@@ -20,6 +20,7 @@ Motion is audited at the lower of the motion policy's rate and the generated vid
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -43,10 +44,13 @@ _LABEL_FIELDS = {"rate_extracted": "rate_extracted", "id": "prompt_id", "group":
 
 
 def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool,
-                  motion_index: Path | None = None) -> tuple[list, str, float | None]:
+                  motion_index: Path | None = None, max_frames: int | None = None) -> tuple[list, str, float | None]:
     """([motion audit part], status, tau_m): the motion audit's part at the generated videos' rate
-    (`motion_audit.at_rate`), its index `motion_index` (default: beside the audit, named by its policy)."""
+    (`motion_audit.at_rate`), over the first `max_frames` frames of every video when given, its index
+    `motion_index` (default: beside the audit, named by its policy)."""
     cfg = at_rate(MotionAuditConfig(), gen_fps)
+    if max_frames:
+        cfg = replace(cfg, policy=replace(cfg.policy, max_frames=int(max_frames)))
     folder = motion_index if motion_index is not None else out / f"motion_index_{cfg.policy.fingerprint}"
     part = motion_part(content_index, out, cfg, motion_index=folder, progress=progress)
     return [part], f"audited at {cfg.policy.fps:g} fps", float(cfg.nmf.tau_m)
@@ -59,13 +63,17 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
                 device=None, dtype: str = "float32", model_config: str | Path | None = None,
                 progress: bool = True, log=None, engine: str = "local",
                 address: str | None = None, num_frames: int | None = None, height: int | None = None,
-                width: int | None = None, motion_index: str | Path | None = None) -> dict:
+                width: int | None = None, motion_index: str | Path | None = None,
+                motion_frames: int | None = None) -> dict:
     """The extraction study (see the module docstring): generate `n` samples per prompt (seeds
     seed..seed+n-1), audit them against `train_or_index`, tabulate; resumable at every step.
 
     engine "ray": the generation runs as a Ray sweep (`generate_ray`; `address` joins a cluster).
     motion_index: the training clips' motion index folder, built there if missing and reused when present
     (default OUT/audit/motion_index_<policy>): several studies against one training set share one.
+    motion_frames: compare motion over the first `motion_frames` frames of every video (generated and
+    training): for a model trained on the beginnings of its clips (the large world's model: their first
+    second), what it can reproduce; half the flow of 2-s training clips. Default: whole clips.
 
     prompts: a prompt file (`read_prompts`) or PromptEntry list; `top` keeps the first `top` prompts.
     Writes OUT/extract.parquet (per prompt), OUT/samples.parquet (per sample), OUT/extract.json,
@@ -104,7 +112,8 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
                                               threshold=threshold, device=device or "cpu", progress=progress)
     reference = train_or_index if ref_kind == "index" else index.folder
     parts, motion_status, tau_m = (_motion_parts(index, out / "audit", gen_fps=gen.get("fps"), progress=progress,
-                                                  motion_index=Path(motion_index) if motion_index else None)
+                                                  motion_index=Path(motion_index) if motion_index else None,
+                                                  max_frames=motion_frames)
                                    if motion else ([], "off", None))
     res = audit(out / "generated" / "manifest.parquet", reference, out / "audit", descriptor=descriptor,
                 threshold=threshold, parts=parts, motion=False, progress=progress, device=device or "cpu")

@@ -105,8 +105,11 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
     fps = min(DEFAULT_FPS, float(getattr(adapter, "fps", 0) or DEFAULT_FPS))
     say(f"indexing the world's training frames at {fps:g} fps")
     build_content_index(world / "train.parquet", out / "index", fps=fps, progress=progress)
+    window = model_window(adapter, world)
     common = dict(n=n, seed=seed, steps=steps, guidance=guidance, progress=progress, log=say,
-                  motion_index=out / "motion_index")
+                  motion_index=out / "motion_index", motion_frames=window)
+    if window:
+        say(f"the model makes the first {window} frames of the world's clips: motion is compared over those")
     say(f"{len(entries)} world prompts x {n} samples")
     run_extract(adapter, entries, out / "index", out / "prompts", **common)
     samples = pd.read_parquet(out / "prompts" / "samples.parquet")
@@ -169,6 +172,18 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
               "seconds": round(time.perf_counter() - t0, 1), "environment": environment()}
     write_json(out / "world_eval.json", result)
     return result
+
+
+def model_window(adapter, world) -> int | None:
+    """The frames a video model makes when they cover only the beginning of the world's clips (the large
+    world's model: the first second of 2-s clips, at their 8 fps), else None (whole clips)."""
+    if adapter.kind != "video":
+        return None
+    cfg = json.loads((Path(world) / "ground_truth.json").read_text(encoding="utf-8"))["config"]
+    frames, fps = int(adapter.latent_shape()[1]), float(getattr(adapter, "fps", 0) or 0)
+    if not fps or frames / fps >= cfg["n_frames"] / cfg["fps"] - 1e-6:
+        return None
+    return frames
 
 
 def _bar(rows: pd.DataFrame):
