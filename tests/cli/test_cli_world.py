@@ -51,3 +51,13 @@ def test_demo_builds_the_world_under_out(tmp_path, capsys):
     assert (out / "world" / "train.parquet").exists() and (out / "report.html").exists()
     printed = capsys.readouterr().out
     assert "world" in printed and "extract" in printed and "SKIPPED: turned off (--no-amg)" in printed
+
+
+def test_the_demo_world_is_the_one_the_model_was_trained_on():
+    from types import SimpleNamespace
+
+    from diffmem.studies.demo import DEFAULT_MODEL, world_size_for
+
+    assert DEFAULT_MODEL == "builtin:tiny-t2v-large" and world_size_for(DEFAULT_MODEL) == "large"
+    assert world_size_for("builtin:tiny-t2v") == "small"
+    assert world_size_for(SimpleNamespace(name="my-model")) == "large"

@@ -18,15 +18,17 @@ def register(sub):
                     "Everything runs on a CPU in a few minutes; running again resumes.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--seed", type=natural, default=0, help="random seed of the world and the samples (default 0)")
-    p.add_argument("--size", default="small", choices=("tiny", "small", "medium", "large"),
-                   help="world size (default small: the one builtin:tiny-t2v was trained on; large, the version-2 "
-                        "world, goes with --model builtin:tiny-t2v-large)")
-    p.add_argument("--model", default="builtin:tiny-t2v", help="model (default builtin:tiny-t2v)")
+    p.add_argument("--size", default=None, choices=("tiny", "small", "medium", "large"),
+                   help="world size (default: the one the model was trained on; large, the version-2 world, for "
+                        "builtin:tiny-t2v-large, small for builtin:tiny-t2v)")
+    p.add_argument("--model", default="builtin:tiny-t2v-large",
+                   help="model (default builtin:tiny-t2v-large; builtin:tiny-t2v is the version-1 world's)")
     p.add_argument("--n", type=count, default=4, help="samples per prompt in the extraction study (default 4)")
     p.add_argument("--amg-n", type=count, default=2, help="samples per prompt in the AMG stage (default 2)")
     p.add_argument("--novel", type=natural, default=8, metavar="K",
                    help="novel prompts of the world added as controls (default 8)")
-    p.add_argument("--top", type=count, default=None, metavar="K", help="use only the top K curated prompts")
+    p.add_argument("--top", type=count, default=None, metavar="K",
+                   help="use only the top K curated prompts (default: all; 12 on the large world)")
     p.add_argument("--steps", type=count, default=None, help="denoising steps (default 25)")
     p.add_argument("--guidance", type=nonnegative, default=None,
                    help="classifier-free guidance scale (default 3: where the tiny model memorizes most cleanly)")
