@@ -64,6 +64,8 @@ def test_planted_memorizer_on_a_version_2_world(tmp_path):
     assert g["motion_control"]["motion"] == 0.0
     # D = 0 for every unknown prompt: detection separates perfectly
     assert g["detect_content"]["auc"] == 1.0 and g["detect_motion"]["auc"] == 1.0
+    # and against captions of unique training clips at least as long as the duplicated ones (length control)
+    assert g["detect_length_control"]["auc"] == 1.0 and g["detect_length_control"]["n_prompts"] > 10
     assert json.loads((tmp_path / "eval" / "world_eval.json").read_text())["groups"]["novel"]["n"] == g["novel"]["n"]
     assert "duplicated_video" in format_world_eval(res)
 

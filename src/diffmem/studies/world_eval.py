@@ -21,6 +21,7 @@ what a model does and does not show. Writes OUT/world_eval.json and returns it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -149,7 +150,11 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
             labels[p["prompt"]] = {"memorized": False, "kind": "none"}
     dcfg = DetectConfig(seeds=detect_seeds, steps=1, num_steps=steps, guidance_scale=guidance)
     sets = {"detect_content": ("duplicated_video", "duplicated_image", "novel"),
-            "detect_motion": ("motion_memorized", "motion_control")}
+            "detect_motion": ("motion_memorized", "motion_control"),
+            "detect_length_control": ("duplicated_video", "duplicated_image", LONG_UNIQUE)}
+    long_unique = _long_unique_captions(world, [e.prompt for e in entries if e.group.startswith("duplicated_")])
+    labels.update({c: {"memorized": False, "kind": "none"} for c in long_unique})
+    entries = entries + [PromptEntry(f"u{k:04d}", c, group=LONG_UNIQUE) for k, c in enumerate(long_unique)]
     for name, groups in sets.items():
         chosen = [e for e in entries if e.group in groups]
         kinds = {labels[e.prompt]["memorized"] for e in chosen}
@@ -160,7 +165,7 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
         res = run_detect(adapter, [e.prompt for e in chosen], out / name, settings=dcfg,
                          labels={e.prompt: labels[e.prompt] for e in chosen}, progress=progress, detectors=detectors)
         ev = (res.get("evaluation") or {}).get("memorized") or {}
-        key = "content" if name == "detect_content" else "motion"
+        key = "motion" if name == "detect_motion" else "content"
         best = ev.get(key) or {}
         table[name] = {"auc": best.get("auc"), "tpr@1%fpr": best.get("tpr@1%fpr"),
                        "by_detector": ev, "n_prompts": len(chosen),
@@ -172,6 +177,22 @@ def evaluate_world_model(model, world, out, *, n: int = 4, n_unconditional: int 
               "seconds": round(time.perf_counter() - t0, 1), "environment": environment()}
     write_json(out / "world_eval.json", result)
     return result
+
+
+LONG_UNIQUE = "long_unique_captions"
+
+
+def _long_unique_captions(world, memorized: list[str], k: int = 40) -> list[str]:
+    """Up to `k` captions of unique training clips (seen once: not memorized) at least as long as the
+    shortest memorized prompt, evenly spread: the negatives of a detection set in which the prompt's
+    length cannot separate (the large world's duplicated captions carry two tag words)."""
+    if not memorized:
+        return []
+    shortest = min(len(re.findall(r"\w+", p)) for p in memorized)
+    items = json.loads((Path(world) / "ground_truth.json").read_text(encoding="utf-8"))["items"]
+    caps = sorted({it["caption"] for it in items
+                   if it.get("role") == "unique" and len(re.findall(r"\w+", it["caption"])) >= shortest})
+    return caps[:: max(1, len(caps) // k)][:k]
 
 
 def model_window(adapter, world) -> int | None:
@@ -204,7 +225,7 @@ def format_world_eval(result: dict) -> str:
         lines.append(f"{g:<20} {r.get('n', 0):>4} {pct(r.get('content')):>8} {pct(r.get('motion')):>7} "
                      f"{pct(r.get('motion_only')):>8} {pct(r.get('motion_only_right_source')):>9} "
                      f"{pct(r.get('judge_sprite')):>7} {pct(r.get('judge_motion')):>9}")
-    for g in ("detect_content", "detect_motion"):
+    for g in ("detect_content", "detect_motion", "detect_length_control"):
         r = result["groups"].get(g)
         if r:
             aucs = ", ".join(f"{k} AUC {v['auc']:.3f}" for k, v in r["by_detector"].items() if v.get("auc") is not None)
