@@ -107,6 +107,7 @@ class TrainingReference:
     @classmethod
     def build(cls, source: str | Path, *, fps: float, descriptor=None, size: int | None = None,
               cache: str | Path | None = None, dup_threshold: float = 0.95, content_index: str | Path | None = None,
+              motion_index: str | Path | None = None, motion_frames: int | None = None,
               progress: bool = False) -> "TrainingReference":
         """From a training manifest (file or folder, or a world folder with train.parquet), or a content
         index folder (its items are the training set, its vectors the neighbours).
@@ -116,6 +117,9 @@ class TrainingReference:
         for the descriptor cache and the motion index (both reused, the index resumes a killed build);
         without it the motion index goes to a temporary folder. content_index: a prebuilt content
         index folder (`index.VectorIndex` with the same descriptor policy) for the neighbours.
+        motion_index: the motion index folder to use (an extraction study's, with the same policy: nothing is
+        decoded for it again), built there if missing; motion_frames: compare over the first frames only
+        (`run_extract(motion_frames=)`).
         """
         src = Path(source)
         neighbours, items, skipped = None, None, []
@@ -133,7 +137,7 @@ class TrainingReference:
         if not src.exists():
             raise BadInputError(src, "no such training set (give a content index, a manifest, a media folder "
                                      "or a world folder)")
-        policy = MotionPolicy(fps=float(fps))
+        policy = MotionPolicy(fps=float(fps), max_frames=int(motion_frames) if motion_frames else None)
         key = _fingerprint({"source": str(src.resolve()), "mtime": (src / "index.json").stat().st_mtime
                             if (src / "index.json").is_file() else src.stat().st_mtime,
                             "descriptor": descriptor.fingerprint, "motion": policy.fingerprint, "size": size,
@@ -142,7 +146,8 @@ class TrainingReference:
         if items is None:
             man = load_manifest(src)
             items, skipped = man.items, list(man.skipped)
-        motion_index, _ = build_motion_index(items, cache / f"motion-{key}", policy, progress=progress)
+        motion_index, _ = build_motion_index(items, Path(motion_index) if motion_index else cache / f"motion-{key}",
+                                             policy, progress=progress)
         cache_file = cache / f"training-{key}.npz"
         if cache_file.is_file():
             return cls._load(cache_file, descriptor, motion_index, fps, neighbours)

@@ -83,9 +83,12 @@ class EvalConfig:
 def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = EvalConfig(), *,
                  inception: str | Path | None = None, inception_sha256: str | None = None,
                  clip: str | Path | None = None, device="cpu", dtype: str = "float32",
-                 model_config: str | Path | None = None, progress: bool = False, log=None) -> dict:
+                 model_config: str | Path | None = None, motion_index: str | Path | None = None,
+                 motion_frames: int | None = None, progress: bool = False, log=None) -> dict:
     """Run every variant on the same prompts and seeds; write DIR/amg_table.{parquet,json}, the per-sample
-    rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings)."""
+    rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings).
+    motion_index, motion_frames: the training set's motion index folder to share (e.g. an extraction
+    study's) and the frames compared (`TrainingReference.build`)."""
     log = log or (lambda m: None)
     unknown = [v for v in config.variants if v not in VARIANTS and v not in OTHER_VARIANTS]
     if unknown:
@@ -99,7 +102,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     probe = adapter.decode(_zeros_latents(adapter))
     size = int(probe.shape[-2])
     log(f"training reference from {index} (cached in {out / 'cache'})")
-    training = TrainingReference.build(index, fps=fps, size=size, cache=out / "cache", progress=progress)
+    training = TrainingReference.build(index, fps=fps, size=size, cache=out / "cache", motion_index=motion_index,
+                                       motion_frames=motion_frames, progress=progress)
     settings = GenerateConfig(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance,
                               num_frames=config.num_frames, height=config.height, width=config.width)
     specs = [{"id": e.id, "prompt": e.prompt, "group": e.group} for e in entries]

@@ -209,7 +209,7 @@ def _extract(r: DemoRun, st: Stage) -> None:
         raise StageSkipped("no prompts (the prompts stage did not finish)")
     s = run_extract(r.adapter, r.study, r.train_ref, r.out / "extract", n=r.n, seed=r.seed,
                     steps=r.sampler["steps"], guidance=r.sampler["guidance"], progress=r.progress, log=r.say,
-                    motion_frames=model_window(r.adapter, r.world_dir))
+                    motion_index=r.motion_index_dir, motion_frames=model_window(r.adapter, r.world_dir))
     o = s["overall"]
     st.result = (f"{o['n_train_extracted']} training items extracted by {o['n_extracted_samples']}/{o['n_samples']} "
                  f"samples ({pct_text(o['rate_extracted'])}; content {pct_text(o['rate_content'])}, motion "
@@ -237,7 +237,9 @@ def _detect(r: DemoRun, st: Stage) -> None:
                    labels=r.labels_path if evaluate else None, progress=r.progress)
     ev = (s.get("evaluation") or {}).get("memorized") or {}  # label set "memorized": any kind
     # wen = total x sqrt(N): the same ranking, the same AUC; the detect stage's own report shows it
-    ev = {k: v for k, v in ev.items() if k != "wen"}
+    # the length baseline (detect's report compares it with every score) stays out of the one-line summary
+    baseline = ev.get("prompt_words")
+    ev = {k: v for k, v in ev.items() if k not in ("wen", "prompt_words")}
     if not evaluate:
         st.result = (f"scored {s['n_prompts']} prompts; no ROC: the audit labelled "
                      f"{n_mem} of {len(lab)} prompts memorized (needs both kinds)")
@@ -251,7 +253,8 @@ def _detect(r: DemoRun, st: Stage) -> None:
         aucs = " / ".join(f"{k} {ev[k]['auc']:.2f}" for k in ev if "auc" in ev[k])
         st.headline = (f"AUC {aucs} (0.5 = chance) on {n_mem} prompts that extracted vs "
                        f"{len(lab) - n_mem} that did not")
-    st.detail = {"evaluation": ev, "settings": settings.as_dict(), "n_memorized": n_mem, "n_prompts": len(lab)}
+    st.detail = {"evaluation": ev, "baseline_prompt_words": baseline, "settings": settings.as_dict(),
+                 "n_memorized": n_mem, "n_prompts": len(lab)}
 
 
 def _amg(r: DemoRun, st: Stage) -> None:
@@ -267,8 +270,9 @@ def _amg(r: DemoRun, st: Stage) -> None:
     entries = [PromptEntry(e.id, e.prompt, group=e.group, evidence=e.evidence) for e in mem]
     cfg = EvalConfig(n=r.amg_n, seed=r.seed, steps=r.sampler["steps"], guidance=r.sampler["guidance"],
                      variants=("baseline", "full"))
-    res = evaluate_amg(r.adapter, entries, r.world_dir / "train.parquet", r.out / "amg", cfg, progress=r.progress,
-                       log=r.say)
+    # the index's items and neighbours and the extraction's motion index: no training video decoded for them again
+    res = evaluate_amg(r.adapter, entries, r.train_ref, r.out / "amg", cfg, progress=r.progress, log=r.say,
+                       motion_index=r.motion_index_dir, motion_frames=model_window(r.adapter, r.world_dir))
     table = {row["variant"]: row for row in res["table"]}
     st.detail = {"table": res["table"], "n_prompts": len(entries), "n": r.amg_n}
     b, f = table.get("baseline", {}), table.get("full", {})

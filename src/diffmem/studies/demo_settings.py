@@ -14,6 +14,7 @@ from ..metrics.duplicates import normalize_caption
 from ..models.adapter import DenoiserAdapter
 from ..models.registry import load_adapter
 from .demo_result import DemoResult, StageSkipped
+from .world_eval import model_window
 
 # Stage folders that depend on the model and sampler settings (replaced by force=True).
 MODEL_STAGES = ("extract", "detect", "amg")
@@ -117,6 +118,15 @@ class DemoRun:
     @property
     def index_dir(self) -> Path:
         return self.out / "index"
+
+    @property
+    def motion_index_dir(self) -> Path:
+        """The training videos' motion index, shared by the extract and AMG stages; named by what decides its
+        policy (the model's rate, and the frames it makes of the world's clips), so another model reuses or
+        builds its own."""
+        fps = float(getattr(self.adapter, "fps", 0) or 8.0)
+        window = model_window(self.adapter, self.world_dir) if self.adapter is not None else None
+        return self.out / f"motion_index_{fps:g}fps_{window or 'all'}"
 
     @property
     def train_ref(self) -> Path:
