@@ -135,6 +135,8 @@ def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape, 
     if name == "tiny-t2v-large":  # the last part of its training, continued from the one before (checkpoints README)
         assert cfg["seed"] == 3 and cfg["init"].startswith("7219359c") and cfg["steps"] == 12000
         assert cfg["fps"] == 8.0 and ad.fps == 8.0  # the first second of the world's clips, at their rate
+    elif name == "tiny-t2i-large":  # two parts on the balanced-background world, continuing the first image twin
+        assert cfg["seed"] == 2 and cfg["init"].startswith("331d9ef0") and cfg["steps"] == 4000
     else:
         assert cfg["seed"] == 0 and "init" not in cfg
 
