@@ -133,8 +133,9 @@ def test_builtin_models_load_by_short_name_with_their_sha256(name, kind, shape, 
     cfg = meta["training"]["config"]
     assert meta["training"]["world"]["size"] == world
     if name == "tiny-t2v-large":  # the last part of its training, continued from the one before (checkpoints README)
-        assert cfg["seed"] == 3 and cfg["init"].startswith("7219359c") and cfg["steps"] == 12000
+        assert cfg["seed"] == 5 and cfg["init"].startswith("d73d19a6") and cfg["steps"] == 6000
         assert cfg["fps"] == 8.0 and ad.fps == 8.0  # the first second of the world's clips, at their rate
+        assert cfg["full_xattn"] and ad.model.cfg.full_xattn  # cross-attention at full resolution too
     elif name == "tiny-t2i-large":  # two parts on the balanced-background world, continuing the first image twin
         assert cfg["seed"] == 2 and cfg["init"].startswith("331d9ef0") and cfg["steps"] == 4000
     else:
