@@ -77,6 +77,12 @@ def test_detection_separates_what_the_audit_found(demo):
     # (labelled by the audit either way) outrank every positive: AUC >= 1 - 2 * 4 / (4 * 10) = 0.8
     assert det["n_memorized"] >= 4
     assert det["evaluation"]["total"]["auc"] >= 0.8
+    # the field's detectors side by side on the same labels (this model has no cross-attention), and the
+    # one-line summary keeps to the magnitudes
+    scores = {r["score"] for r in det["comparison"]}
+    assert {"content", "anisotropy", "sharpness", "prompt_words"} <= scores and "attention_entropy" not in scores
+    assert set(det["evaluation"]) <= {"content", "motion", "total"}
+    assert "Detectors side by side" in (out / "report.html").read_text()
 
 
 def test_report_shows_clips_originals_and_roc(demo):

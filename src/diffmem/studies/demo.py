@@ -233,13 +233,15 @@ def _detect(r: DemoRun, st: Stage) -> None:
     settings = DetectConfig(seeds=r.detect_seeds, steps=1, num_steps=r.sampler["steps"],
                               guidance_scale=r.sampler["guidance"])
     evaluate = 0 < n_mem < len(lab)
+    # every first-step detector the model has, side by side (detect/report.html and the demo's report)
     s = run_detect(r.adapter, r.out / "prompts" / "study.jsonl", r.out / "detect", settings=settings,
-                   labels=r.labels_path if evaluate else None, progress=r.progress)
+                   labels=r.labels_path if evaluate else None, progress=r.progress, detectors=("all",))
     ev = (s.get("evaluation") or {}).get("memorized") or {}  # label set "memorized": any kind
     # wen = total x sqrt(N): the same ranking, the same AUC; the detect stage's own report shows it
     # the length baseline (detect's report compares it with every score) stays out of the one-line summary
     baseline = ev.get("prompt_words")
-    ev = {k: v for k, v in ev.items() if k not in ("wen", "prompt_words")}
+    comparison = [c for c in s.get("comparison") or [] if c["set"] == "memorized"]
+    ev = {k: ev[k] for k in ("content", "motion", "total") if k in ev}  # the one-line summary: the magnitudes
     if not evaluate:
         st.result = (f"scored {s['n_prompts']} prompts; no ROC: the audit labelled "
                      f"{n_mem} of {len(lab)} prompts memorized (needs both kinds)")
@@ -253,7 +255,8 @@ def _detect(r: DemoRun, st: Stage) -> None:
         aucs = " / ".join(f"{k} {ev[k]['auc']:.2f}" for k in ev if "auc" in ev[k])
         st.headline = (f"AUC {aucs} (0.5 = chance) on {n_mem} prompts that extracted vs "
                        f"{len(lab) - n_mem} that did not")
-    st.detail = {"evaluation": ev, "baseline_prompt_words": baseline, "settings": settings.as_dict(),
+    st.detail = {"evaluation": ev, "baseline_prompt_words": baseline, "comparison": comparison,
+                 "settings": settings.as_dict(),
                  "n_memorized": n_mem, "n_prompts": len(lab)}
 
 

@@ -104,7 +104,8 @@ def demo_report(result: DemoResult, out: Path) -> str:
                          "model's noise prediction in the first denoising step (content and motion magnitudes), "
                          "and the scores are compared with the audit's verdict (did the prompt extract anything). "
                          "AUC 1 = perfect separation, 0.5 = chance." + below + "</p><p>" + esc(det.result) + "</p>"
-                         + (img(roc, "ROC", height=None) if roc else "<p>(no ROC: needs both kinds of prompt)</p>"))
+                         + (img(roc, "ROC", height=None) if roc else "<p>(no ROC: needs both kinds of prompt)</p>")
+                         + _comparison_html(det.detail.get("comparison") or []))
         else:
             parts.append(f"<p>{esc(det.status)}: {esc(det.result)}</p>")
 
@@ -205,6 +206,20 @@ def _amg_frames(amg_dir: Path, limit: int = 6) -> str:
         return ""
     return (f"<h3>Before and after: {esc(VARIANT_NAMES.get(before, before))} (left), "
             f"{esc(VARIANT_NAMES.get(after, after))} (right), same seed</h3>" + "".join(cells))
+
+
+def _comparison_html(rows) -> str:
+    """The field's detectors on the same prompts and seeds, best first, with their cost (`diffmem detect
+    --detectors all`); prompt_words is the length baseline."""
+    if not rows:
+        return ""
+    body = [[r["score"], r["detector"], f"{r['auc']:.3f}" + (f" [{r['auc_lo']:.2f}, {r['auc_hi']:.2f}]"
+                                                             if r.get("auc_lo") is not None else ""),
+             f"{r.get('tpr@1%fpr', float('nan')):.2f}", f"{r['cost_fraction']:.3f}"]
+            for r in sorted(rows, key=lambda r: -r["auc"])]
+    return ("<h3>Detectors side by side</h3><p>Every score on the same prompts and seeds against the same labels; "
+            "prompt_words (the prompt's length) is the baseline a detector must beat.</p>"
+            + table(["score", "detector", "AUC [95 % interval]", "TPR@1%FPR", "cost (of a generation)"], body))
 
 
 def _roc_uri(out: Path) -> str | None:
