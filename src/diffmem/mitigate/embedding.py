@@ -76,10 +76,8 @@ def optimize_embedding(adapter, prompt: str, seeds: Sequence[int], config: Sampl
             loss.backward()
             e.grad.mul_(keep)
             opt.step()
-    out = e.detach()
-    if e0.ndim == 3:  # masked padding stays exactly zero (AdamW's weight decay would only shrink it)
-        out = torch.where(keep.bool() | (e0 != 0), out, torch.zeros_like(out))
-    return out, trace
+    # masked padding rows stay exactly zero: their gradient is zeroed and AdamW's decay keeps 0 at 0
+    return e.detach(), trace
 
 
 class EmbeddingOverride(DenoiserAdapter):
@@ -90,8 +88,7 @@ class EmbeddingOverride(DenoiserAdapter):
         self._adapter = adapter
         self.kind, self.space, self.name = adapter.kind, adapter.space, adapter.name
         self.label = label
-        self._embeddings = {p: e.reshape(1, *e.shape[1:]) if e.ndim > 1 and e.shape[0] == 1 else e[None]
-                            for p, e in embeddings.items()}
+        self._embeddings = {p: e if e.ndim > 1 and e.shape[0] == 1 else e[None] for p, e in embeddings.items()}
 
     def __getattr__(self, name):  # fps, recommended, cfg, model, ...: the wrapped adapter's
         if name.startswith("__") or name == "_adapter":

@@ -21,7 +21,6 @@ what a model does and does not show. Writes OUT/world_eval.json and returns it.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data.prompts import PromptEntry
 from ..detect.calibrate import DetectConfig
+from ..detect.detectors import prompt_words
 from ..errors import DiffmemError
 from ..index import DEFAULT_FPS, build_content_index
 from ..io.lock import writes_folder
@@ -188,10 +188,10 @@ def _long_unique_captions(world, memorized: list[str], k: int = 40) -> list[str]
     length cannot separate (the large world's duplicated captions carry two tag words)."""
     if not memorized:
         return []
-    shortest = min(len(re.findall(r"\w+", p)) for p in memorized)
+    shortest = min(prompt_words(p) for p in memorized)
     items = json.loads((Path(world) / "ground_truth.json").read_text(encoding="utf-8"))["items"]
     caps = sorted({it["caption"] for it in items
-                   if it.get("role") == "unique" and len(re.findall(r"\w+", it["caption"])) >= shortest})
+                   if it.get("role") == "unique" and prompt_words(it["caption"]) >= shortest})
     return caps[:: max(1, len(caps) // k)][:k]
 
 
