@@ -5,8 +5,8 @@
 
 WORLD is the world the model was trained on (its train.parquet is the training set AMG compares with;
 its prompts.jsonl gives the memorized prompts, group duplicated_video, and the novel ones, group novel).
-For each group: seconds per sample without AMG and with full AMG (content + motion channels), their
-ratio, and what AMG did (steps triggered, similarity / gradient / extra-denoiser calls per sample).
+For each group: seconds per sample without AMG and with full AMG (content + motion channels; measured every
+k-th step, and with --guard behind the detection guard), their ratio, and what AMG did (steps triggered, similarity / gradient / extra-denoiser calls per sample).
 Plain and AMG runs alternate, `--repeat` times each; the best time of each is reported.
 """
 from __future__ import annotations
@@ -26,6 +26,74 @@ def _prompts(world: Path, group: str, limit: int) -> list[str]:
     return out[:limit]
 
 
+def _median_ms(fn, repeat: int) -> float:
+    import statistics
+
+    fn()  # warm-up
+    times = []
+    for _ in range(max(repeat, 3)):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def cost_split(adapter, ref, prompts: list[str], steps: int, repeat: int) -> list[tuple[str, float]]:
+    """Milliseconds per AMG step for one batch of these prompts, part by part, at the step after the first
+    (x0_hat from the CFG noise, as the hook computes it): what a check costs against the denoiser."""
+    import torch
+
+    from diffmem.guidance.config import AMGConfig
+    from diffmem.guidance.similarity import _flat_frames, motion_proxy, proxy_windows
+    from diffmem.models.adapter import predicted_x0
+
+    b = len(prompts)
+    sched = adapter.make_scheduler("ddim")
+    sched.set_timesteps(steps)
+    t = sched.timesteps[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, *adapter.latent_shape(), generator=g)
+    with torch.no_grad():
+        both = torch.cat([adapter.encode_prompt([""] * b), adapter.encode_prompt(prompts)])
+        eps = adapter.predict_noise(torch.cat([x, x]), t, both)
+    eps_g = eps[:b] + 3.0 * (eps[b:] - eps[:b])
+    abar = adapter.alpha_bar(t)
+    content = ref.content_similarity(AMGConfig())
+    motion = ref.motion_similarity(AMGConfig()) if ref.n_motion_windows else None
+    with torch.no_grad():
+        frames = adapter.decode(predicted_x0(x, eps_g, abar)).float()
+        flat, _, _ = _flat_frames(frames)
+        q = content.descriptor.embed(flat).float().numpy()
+        pooled = motion_proxy(frames, motion.policy) if motion else None
+        win = proxy_windows(pooled, motion.policy.k)[0] if motion else None
+
+    def gradient():
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            fr = adapter.decode(predicted_x0(xg, eps_g, abar)).float()
+            total = content.for_gradient(fr).sum()
+            if motion is not None:
+                total = total + motion(fr)[0].sum()
+            torch.autograd.grad(total, xg)
+
+    parts = [
+        ("denoiser (CFG, 2 predictions)", lambda: adapter.predict_noise(torch.cat([x, x]), t, both)),
+        ("decode x0_hat", lambda: adapter.decode(predicted_x0(x, eps_g, abar))),
+        ("descriptor", lambda: content.descriptor.embed(flat)),
+        ("content search (every frame, k = 1)", lambda: content.neighbours.search(q, 1)),
+        ("content sigma + y_N (descriptor and search included)", lambda: content(frames)),
+    ]
+    if motion is not None:
+        parts += [("motion proxy", lambda: motion_proxy(frames, motion.policy)),
+                  ("motion search", lambda: win @ motion.windows.T),
+                  ("motion sigma + y_N (proxy and search included)", lambda: motion(frames))]
+    parts.append(("gradient of sigma (decode + descriptor + motion + backward)", gradient))
+    with torch.no_grad():
+        out = [(name, _median_ms(fn, repeat) / b) for name, fn in parts[:-1]]
+    out.append((parts[-1][0], _median_ms(parts[-1][1], repeat) / b))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin:tiny-t2v")
@@ -38,10 +106,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--check-every", default="1,5",
                     help="AMG variants to time: similarity measured every k-th step, comma-separated (default 1,5)")
+    ap.add_argument("--guard", default=None, metavar="CALIBRATION",
+                    help="also time AMG behind the detection guard (a calibration made with --seeds 1), check every step")
     ap.add_argument("--cache", default=None, help="folder for the training reference cache")
     # 1 by default, as the demo: on 2 cores the small descriptor convolutions ran ~2x slower with 2 threads
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's default)")
     ap.add_argument("--proxy", action="store_true", help="measure the motion proxy against OFS-k instead")
+    ap.add_argument("--split", action="store_true",
+                    help="also print the per-step cost of each part of a check (ms per sample), novel prompts")
     args = ap.parse_args()
 
     if args.proxy:
@@ -72,7 +144,19 @@ def main() -> None:
     print(f"training reference: {len(ref.ids)} frames, {ref.n_motion_windows} motion windows "
           f"({time.perf_counter() - t0:.1f} s, cached in {args.cache})")
     cfg = SamplerConfig(num_steps=args.steps, guidance_scale=args.guidance)
-    checks = [int(k) for k in args.check_every.split(",")]
+    if args.split:
+        ps = [p for p in _prompts(world, "novel", args.prompts) for _ in range(args.n)]
+        split = cost_split(adapter, ref, ps, args.steps, args.repeat)
+        den = split[0][1]
+        print(f"per AMG step, batch of {len(ps)}, median of {max(args.repeat, 3)} (ms per sample; ratio to the denoiser)")
+        for name, ms in split:
+            print(f"  {name:58s} {ms:7.2f} ms  {ms / den:5.2f}x")
+    checks: list = [int(k) for k in args.check_every.split(",")]
+    if args.guard:
+        from diffmem.detect.guard import MemorizationGuard
+
+        MemorizationGuard.from_file(args.guard, model=args.model)  # refused now, not after the plain runs
+        checks.append("guard")
     rows = []
     for group in ("duplicated_video", "novel"):
         prompts = _prompts(world, group, args.prompts)
@@ -87,7 +171,11 @@ def main() -> None:
             sample(adapter, ps, seeds, cfg, batch_size=len(ps), progress=False)
             best["plain"] = min(best["plain"], time.perf_counter() - t)
             for k in checks:
-                hooks[k] = build_amg_hook(ref, AMGConfig(check_every=k), kind=adapter.kind)
+                if k == "guard":
+                    hooks[k] = build_amg_hook(ref, AMGConfig(), kind=adapter.kind,
+                                              pre_switch=MemorizationGuard.from_file(args.guard))
+                else:
+                    hooks[k] = build_amg_hook(ref, AMGConfig(check_every=k), kind=adapter.kind)
                 t = time.perf_counter()
                 sample(adapter, ps, seeds, cfg, batch_size=len(ps), hooks=[hooks[k]], progress=False)
                 best[k] = min(best[k], time.perf_counter() - t)

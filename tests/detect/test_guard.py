@@ -7,7 +7,7 @@ from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 from diffmem.detect.calibrate import Calibration, DetectConfig
 from diffmem.detect.guard import MemorizationGuard
-from diffmem.errors import DiffmemError, PolicyMismatchError
+from diffmem.errors import BadInputError, DiffmemError, PolicyMismatchError
 from diffmem.models.sampler import SamplerConfig, sample
 
 R = math.sqrt(12.5)  # content magnitude of frame_constant()
@@ -114,3 +114,15 @@ def test_hand_set_thresholds_need_no_calibration_file():
     assert set(guard.flagged) == {1}
     guard.reset()
     assert guard.flagged == {}
+
+
+def test_from_file_refuses_a_calibration_it_cannot_use_before_sampling(tmp_path):
+    good = _cal({"content": 1.0}).save(tmp_path / "one.json")
+    guard = MemorizationGuard.from_file(good, model="test:known")
+    sample(_adapter(), ["mem", "novel"], [0, 1], CFG, hooks=[guard], decode=False, progress=False)
+    assert set(guard.flagged) == {0}  # content magnitude R = 3.54 > 1 for the copy only
+    four = _cal({"content": 1.0}, seeds=4).save(tmp_path / "four.json")
+    with pytest.raises(BadInputError, match=r"four\.json.*--seeds 1"):
+        MemorizationGuard.from_file(four)
+    with pytest.raises(BadInputError, match=r"one\.json.*'test:known', not 'other'"):
+        MemorizationGuard.from_file(good, model="other")

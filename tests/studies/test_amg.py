@@ -150,3 +150,29 @@ def test_the_other_mitigations_run_on_the_same_prompts_and_seeds(toy, tmp_path):
     by = {v: read_frames(rows[(rows.variant == v)].sort_values("id").iloc[0]["path"]).array.astype(int)
           for v in ("baseline", "jain-opposite-2025")}
     assert np.abs(by["baseline"] - by["jain-opposite-2025"]).mean() > 0
+
+
+@pytest.mark.slow
+def test_guarded_variant_measures_only_what_the_guard_flags(toy, tmp_path):
+    from diffmem.detect.calibrate import Calibration, DetectConfig
+
+    root, toy_adapter = toy
+    # the novel prompt gets the empty prompt's embedding (magnitude exactly 0), the duplicated one its pattern
+    adapter = Memorizer({k: v for k, v in toy_adapter.patterns.items() if k != NOVEL})
+    cfg = EvalConfig(n=1, steps=5, guidance=3.0, variants=("full", "guarded"), amg=TOY_AMG)
+    with pytest.raises(DiffmemError, match="guarded.*--guard"):
+        evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path / "none", cfg)
+    assert not (tmp_path / "none" / "variants").exists()  # refused before any sample
+    cal = Calibration(model="test:memorizer", settings=DetectConfig(seeds=1, steps=1, num_steps=5), fpr=0.01,
+                      thresholds={"content": 1e-6}).save(tmp_path / "cal.json")
+    evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path / "g", cfg, guard=cal)
+    rows = pd.read_parquet(tmp_path / "g" / "amg_samples.parquet").set_index(["variant", "group"])
+    # flagged at step 0: the duplicated prompt's sample is full AMG's, step for step
+    assert rows.loc[("guarded", "duplicated_video"), "content_score"] == pytest.approx(
+        rows.loc[("full", "duplicated_video"), "content_score"], abs=1e-6)
+    assert rows.loc[("guarded", "duplicated_video"), "amg_triggered_steps"] > 0
+    # the novel one is never measured (full AMG measures it at every step)
+    assert pd.isna(rows.loc[("guarded", "novel"), "amg_sigma_content_max"])
+    assert rows.loc[("full", "novel"), "amg_sigma_content_max"] is not None
+    run = json.loads((tmp_path / "g" / "variants" / "guarded" / "generation.json").read_text())
+    assert run["extra_settings"]["amg"]["guard"]["thresholds"] == {"content": 1e-6}

@@ -76,7 +76,7 @@ def run_evaluate(args) -> int:
                      amg=amg_config_from_args(args), num_frames=args.frames, height=args.height, width=args.width)
     result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception,
                           inception_sha256=args.inception_sha256, clip=args.clip, device=args.device, dtype=args.dtype,
-                          model_config=args.model_config, progress=sys.stderr.isatty(),
+                          model_config=args.model_config, guard=args.amg_guard, progress=sys.stderr.isatty(),
                           log=lambda m: print(m, file=sys.stderr))
     for row in result["table"]:
         print(json.dumps({k: v for k, v in row.items() if v is not None}))

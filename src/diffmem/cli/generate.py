@@ -76,17 +76,17 @@ def run(args) -> int:
                                 scheduler=args.scheduler, eta=args.eta, negative_prompt=args.negative_prompt,
                                 num_frames=args.frames, height=args.height, width=args.width, fps=args.fps,
                                 video_format=args.format)
-    if args.amg or args.amg_report or args.index:
+    if args.amg or args.amg_report or args.index or args.amg_guard:
         from ..errors import DiffmemError
         from ..studies.amg import generate_with_amg
 
         if not (args.amg and args.index):
-            raise DiffmemError("--amg needs --index (the training set), and --index / --amg-report need --amg")
+            raise DiffmemError("--amg needs --index (the training set), and --index / --amg-report / --amg-guard need --amg")
         summary = generate_with_amg(args.model, args.prompts, args.out, settings, args.index,
                                     amg=amg_config_from_args(args), preset=args.amg_preset, report=args.amg_report,
                                     batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                                    model_config=args.model_config, progress=sys.stderr.isatty(),
-                                    log=lambda m: print(m, file=sys.stderr))
+                                    model_config=args.model_config, guard=args.amg_guard,
+                                    progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))
     else:
         summary = generate(args.model, args.prompts, args.out, settings, batch_size=args.batch_size,
                            device=args.device, dtype=args.dtype, model_config=args.model_config, progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))

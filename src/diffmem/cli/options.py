@@ -177,6 +177,11 @@ def add_amg_knobs(group, prefix: str = "", preset: bool = True) -> None:
                        choices=("frequent", "neighbour"),
                        help="y_N: the neighbour's caption, or the most frequent duplicated caption among its top "
                             f"neighbours (default {a.caption_mode})")
+    group.add_argument(f"--{prefix}guard", dest="amg_guard", default=None, metavar="CALIBRATION",
+                       help="a detection calibration made with --seeds 1 (`diffmem detect --calibrate`): the similarity "
+                            "is measured only for samples whose first-step magnitude it flags (free: CFG computes "
+                            "both predictions); the rest are sampled as without AMG" +
+                            ("" if prefix else "; used by the 'guarded' variant"))
     group.add_argument(f"--{prefix}check-every", dest="check_every", type=count, default=a.check_every,
                        help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
 

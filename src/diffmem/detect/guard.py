@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import DiffmemError, PolicyMismatchError
+from ..errors import BadInputError, DiffmemError, PolicyMismatchError
 from ..models.sampler import StopSampling
 from .calibrate import Calibration, DetectConfig
 from .magnitude import magnitudes as _magnitudes
@@ -75,6 +75,20 @@ class MemorizationGuard:
         self.strict = strict
         self.calibrated = True
         self.reset()
+
+    @classmethod
+    def from_file(cls, path, *, model: str | None = None, magnitudes: Sequence[str] | None = None,
+                  action: str = "record") -> "MemorizationGuard":
+        """A strict guard from a calibration file (`diffmem detect --calibrate --seeds 1`), refused at once
+        (naming the file) when it was made with n != 1 seeds or, given `model`, for another model -- before
+        any sample is made, not at the generation's first step."""
+        cal = Calibration.load(path)
+        if cal.settings.seeds != 1:
+            raise BadInputError(path, f"calibration made with --seeds {cal.settings.seeds}; a guard sees one sample "
+                                      "at a time: calibrate with --seeds 1")
+        if model is not None and cal.model != model:
+            raise BadInputError(path, f"calibration made for model {cal.model!r}, not {model!r}")
+        return cls(cal, magnitudes=magnitudes, action=action, strict=True)
 
     @classmethod
     def from_thresholds(cls, thresholds: dict[str, float], *, steps: int = 1, action: str = "record") -> "MemorizationGuard":

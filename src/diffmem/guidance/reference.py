@@ -267,6 +267,8 @@ def build_amg_hook(training: TrainingReference, config: AMGConfig = AMGConfig(),
     if preset is not None:
         if preset not in PRESETS:
             raise DiffmemError(f"unknown AMG preset {preset!r}; choose from {', '.join(PRESETS)}")
+        if pre_switch is not None:
+            raise DiffmemError(f"the {preset} preset measures sigma at every step, as its authors did: it takes no guard")
         return AuthorsSDHook(training.content_similarity(config))
     sims = [training.content_similarity(config)]
     if config.motion and kind == "video" and training.n_motion_windows:

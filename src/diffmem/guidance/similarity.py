@@ -80,7 +80,9 @@ class MemoryNeighbours:
         q = np.asarray(queries, np.float32)
         sims = q @ self._v.T
         k = min(k, sims.shape[1])
-        if k < sims.shape[1]:  # top k by partition, then only those k sorted (AMG searches at every step)
+        if k == 1:  # AMG's per-frame search: argmax is ~10x cheaper than a partition
+            rows = sims.argmax(axis=1)[:, None]
+        elif k < sims.shape[1]:  # top k by partition, then only those k sorted (AMG searches at every step)
             part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
             rows = np.take_along_axis(part, order, 1)
@@ -181,17 +183,20 @@ class ContentSimilarity:
         x, b, f = _flat_frames(frames)
         desc = self.descriptor.embed(x.to(self.descriptor.device))  # (B*F, D), unit
         k = max(1, self.caption_top if self.caption_mode == "frequent" else 1)
-        scores, rows = self.neighbours.search(desc.detach().float().cpu().numpy(), k)
-        scores = scores.reshape(b, f, -1)
-        rows = rows.reshape(b, f, -1)
+        q = desc.detach().float().cpu().numpy()
+        # each frame's nearest training frame, then the caption's k neighbours for the best frame only
+        # (the same result as k neighbours for every frame, at a fraction of the search's cost)
+        scores, _ = self.neighbours.search(q, 1)
+        best_frame = scores.reshape(b, f).argmax(axis=1)
+        best_q = q.reshape(b, f, -1)[np.arange(b), best_frame]
+        _, rows = self.neighbours.search(best_q, k)
         info = SimilarityInfo(self.kind)
-        best_frame = scores[:, :, 0].argmax(axis=1)
-        targets = self.neighbours.vectors(rows[np.arange(b), best_frame, 0])
+        targets = self.neighbours.vectors(rows[:, 0])
         targets = torch.as_tensor(np.asarray(targets), dtype=desc.dtype, device=desc.device)
         desc = desc.reshape(b, f, -1)[torch.arange(b), torch.as_tensor(best_frame)]
         sigma = (desc * targets).sum(1)
         for i in range(b):
-            r = rows[i, best_frame[i]]
+            r = rows[i]
             metas = [self.neighbours.meta(int(j)) for j in r if j >= 0]
             item, frame, _ = metas[0]
             info.ids.append(item)

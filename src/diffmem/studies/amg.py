@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..data.prompts import read_prompts
+from ..detect.guard import MemorizationGuard
 from ..errors import BadInputError, DiffmemError
 from ..guidance.config import AMGConfig
 from ..guidance.hook import write_traces
@@ -51,6 +52,7 @@ VARIANTS = {
     "full": (("spe", "dup", "sim"), "threshold"),
     "always": (("spe", "dup", "sim"), "always"),
     "amg-sd-2024": (("spe", "dup", "sim"), "threshold"),  # the authors' Stable Diffusion step (guidance.authors)
+    "guarded": (("spe", "dup", "sim"), "threshold"),  # full AMG for the samples the detection guard flags
 }
 #: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
 OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024")
@@ -84,7 +86,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
                  inception: str | Path | None = None, inception_sha256: str | None = None,
                  clip: str | Path | None = None, device="cpu", dtype: str = "float32",
                  model_config: str | Path | None = None, motion_index: str | Path | None = None,
-                 motion_frames: int | None = None, progress: bool = False, log=None) -> dict:
+                 motion_frames: int | None = None, guard: str | Path | None = None, progress: bool = False,
+                 log=None) -> dict:
     """Run every variant on the same prompts and seeds; write DIR/amg_table.{parquet,json}, the per-sample
     rows DIR/amg_samples.parquet and DIR/amg_report.html. Returns the summary (the table + settings).
     motion_index, motion_frames: the training set's motion index folder to share (e.g. an extraction
@@ -112,6 +115,11 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     auditor = MotionAuditor(training.motion_index, MotionAuditConfig(policy=training.motion_index.policy),
                             groups=training.groups) if training.n_motion_windows else None
     align = _alignment(entries, adapter, clip, fps, size)
+    if "guarded" in config.variants and guard is None:
+        raise DiffmemError("the 'guarded' variant needs a guard calibration (--guard FILE, made with "
+                           "`diffmem detect --calibrate --seeds 1`)")
+    if guard is not None:  # checked now, before any sample is made
+        MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None))
     rows, per_variant = [], {}
     for name in config.variants:
         vdir = out / "variants" / name
@@ -121,11 +129,14 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
             gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings)
         elif VARIANTS[name] is not None:
             terms, switch = VARIANTS[name]
+            pre = MemorizationGuard.from_file(guard) if name == "guarded" else None  # fresh per variant
             hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind,
-                                  preset=name if name in PRESETS else None)
+                                  preset=name if name in PRESETS else None, pre_switch=pre)
             hooks = [hook]
             extra["amg"] = {"settings": config.amg.as_dict(), "config": hook.describe(),
                             "similarities": [s.kind for s in hook.similarities]}
+            if pre is not None:
+                extra["amg"]["guard"] = {"calibration": str(guard), "thresholds": pre.thresholds}
         log(f"variant {name}: generating {len(specs) * config.n} samples")
         prepare = time.time() - t0  # Wen et al.'s optimisation runs before sampling: part of its cost
         amg_hook = hooks[0] if hooks and hasattr(hooks[0], "records") else None
@@ -260,7 +271,7 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
                       amg: AMGConfig = AMGConfig(), report: bool = False, batch_size: int = 8, device="cpu",
                       dtype: str = "float32", model_config: str | Path | None = None,
                       content_index: str | Path | None = None, progress: bool = False, log=None,
-                      preset: str | None = None) -> dict:
+                      preset: str | None = None, guard: str | Path | None = None) -> dict:
     """`studies.generate.generate` with the AMG hook, then DIR/samples/<id>.amg.json per sample (which steps
     triggered which term, the similarity trajectories) and, with `report`, DIR/amg_report.html.
 
@@ -272,14 +283,17 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     log = log or (lambda m: None)
     out = Path(out)
     adapter = load_adapter(model, device, dtype=dtype, config=model_config)
+    pre = MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None)) if guard is not None else None
     size = int(adapter.decode(_zeros_latents(adapter)).shape[-2])
     log(f"AMG: training reference from {index}")
     training = TrainingReference.build(index, fps=float(getattr(adapter, "fps", 8.0)), size=size,
                                        cache=out / "amg-cache", content_index=content_index, progress=progress)
-    hook = build_amg_hook(training, amg, kind=adapter.kind, preset=preset)
+    hook = build_amg_hook(training, amg, kind=adapter.kind, preset=preset, pre_switch=pre)
     extra = {"amg": {"settings": amg.as_dict() if preset is None else {"preset": preset}, "config": hook.describe(), "index": str(index),
                      "similarities": [s.kind for s in hook.similarities],
                      "descriptor": training.descriptor.policy.as_dict()}}
+    if pre is not None:
+        extra["amg"]["guard"] = {"calibration": str(guard), "thresholds": pre.thresholds}
     written = []
     summary = generate(adapter, prompts, out, settings, batch_size=batch_size, hooks=[hook], extra_settings=extra,
                        after_batch=lambda rows: written.append(write_traces(hook, out, rows)),
