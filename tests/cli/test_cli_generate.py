@@ -124,8 +124,8 @@ def test_amg_flags_default_to_the_one_configuration():
     ev = parser.parse_args(["amg", "evaluate", "m", "--prompts", "p", "--index", "i", "--out", "o", "--c3", "50",
                             "--content-lo", "0.9", "--no-motion", "--schedule", "parabolic"])
     assert evaluate_amg_config(ev) == AMGConfig(c3=50.0, content_lo=0.9, motion=False, schedule="parabolic")
-    gen = parser.parse_args(["generate", "m", "--prompts", "p", "--out", "o", "--amg-check-every", "3"])
-    assert generate_amg_config(gen) == AMGConfig(check_every=3)
+    gen = parser.parse_args(["generate", "m", "--prompts", "p", "--out", "o", "--amg-check-every", "1"])
+    assert generate_amg_config(gen) == AMGConfig(check_every=1)
 
 
 def _readme_amg_example() -> str:

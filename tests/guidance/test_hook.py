@@ -24,7 +24,7 @@ TRAIN = {"a cat on grass": 1, "a dog on sand": 2}
 NOVEL = {"a cup on wood": 5}
 CFG = SamplerConfig(num_steps=8, guidance_scale=3.0)
 # the toy's AMG: c3 = 1 and the authors' absolute SSCD thresholds, lambda from 0.3 (t = T) to 0.4 (t = 0)
-TOY = AMGConfig(c3=1.0, content_lambda=(0.3, 0.4))
+TOY = AMGConfig(c3=1.0, content_lambda=(0.3, 0.4), check_every=1)  # the paper's switch: sigma at every step
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def _capture_state(adapter, prompt, seed, step):
 def test_hook_step_equals_the_functional_step(setup):
     adapter, sim = setup
     st: StepState = _capture_state(adapter, "a dog on sand", 3, step=2)
-    cfg = AMGConfig(c1=0.5, c2=1.0, c3=2.0, content_lambda=(0.3, 0.4))  # small c1 so that s2 > 0 too
+    cfg = AMGConfig(c1=0.5, c2=1.0, c3=2.0, content_lambda=(0.3, 0.4), check_every=1)  # small c1: s2 > 0 too
     hook = AMGHook([sim], cfg)
     got = hook(st)
     # independently: sigma and its gradient at x0_hat, eps(x_t, y_N), then the equations

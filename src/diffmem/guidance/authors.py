@@ -79,7 +79,7 @@ class AuthorsSDHook(AMGHook):
     def __init__(self, similarity, *, input_range: str = "minus_one_to_one"):
         if getattr(similarity, "kind", None) != "content":
             raise DiffmemError("the amg-sd-2024 preset guides by content similarity only")
-        super().__init__([similarity], AMGConfig(content_lambda=(0.3, 0.4), c1=SD2024["c1"]))
+        super().__init__([similarity], AMGConfig(content_lambda=(0.3, 0.4), c1=SD2024["c1"], check_every=1))
         self.input_range = input_range
         self._dup: dict[int, tuple[str, int]] = {}  # sample -> (y_N, steps left)
 
