@@ -144,3 +144,50 @@ def test_animatediff_generates_through_the_cli_at_its_default_frames(tiny_pipeli
     assert main([*args, "--out", str(tmp_path / "g16")]) == 0, capsys.readouterr().err
     media = sorted((tmp_path / "g16" / "samples").glob("*.mp4"))
     assert len(media) == 1 and read_frames(media[0]).array.shape[0] == 8
+
+
+@pytest.mark.parametrize("cls_name", ["StableDiffusionPipeline", "TextToVideoSDPipeline"])
+def test_attention_probe_reads_softmax_qk_and_leaves_the_output_alone(cls_name, tiny_pipeline_factory):
+    pipe, _ = tiny_pipeline_factory(cls_name)
+    adapter = DiffusersAdapter(pipe)
+    layers = adapter.cross_attention_layers()
+    attn = layers[min(3, len(layers) - 1)]
+    shape = adapter.latent_shape(4, 16, 16)
+    x = torch.randn((2,) + shape, generator=torch.Generator().manual_seed(1))
+    emb = adapter.encode_prompt(["a red cat", "a dog"])
+    t = torch.tensor(981)
+    seen = {}
+    handle = attn.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(h=args[0], ctx=kwargs["encoder_hidden_states"]), with_kwargs=True)
+    with torch.no_grad():
+        plain = adapter.predict_noise(x, t, emb)
+        handle.remove()
+        with adapter.attention_probe() as rec:
+            probed = adapter.predict_noise(x, t, emb)
+    torch.testing.assert_close(probed, plain, atol=1e-5, rtol=0)
+    assert len(rec) == 1
+    # independently: per head softmax(q k^T / sqrt(d)) from the layer's own projections, then the mean of heads
+    h, ctx, heads = seen["h"], seen["ctx"], attn.heads
+    q, k = attn.to_q(h), attn.to_k(ctx)
+    d = q.shape[-1] // heads
+    q = q.reshape(q.shape[0], q.shape[1], heads, d).transpose(1, 2)
+    k = k.reshape(k.shape[0], k.shape[1], heads, d).transpose(1, 2)
+    want = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5, -1).mean(1)   # (rows, positions, tokens)
+    want = want.reshape(2, -1, want.shape[-1])  # a video's frames run as rows: one row of positions per sample
+    torch.testing.assert_close(rec[0], want.float(), atol=1e-5, rtol=0)
+    assert rec[0].shape[-1] == emb.shape[1] and torch.allclose(rec[0].sum(-1), torch.ones(()), atol=1e-5)
+    assert attn.get_processor() is not None and type(attn.get_processor()).__name__ != "_ProbeProcessor"
+
+
+def test_attention_detector_runs_on_a_diffusers_unet(tiny_pipeline_factory):
+    from diffmem.detect.magnitude import first_step_records
+
+    pipe, _ = tiny_pipeline_factory("StableDiffusionPipeline")
+    adapter = DiffusersAdapter(pipe)
+    cfg = SamplerConfig(num_steps=5, scheduler="default", height=16, width=16)
+    recs = first_step_records(adapter, ["a red cat", "a dog"], [0, 1], cfg, detectors=("attention",))
+    tokens = adapter.encode_prompt([""]).shape[1]  # every position of the text, padding included (Ren et al.)
+    assert len(recs) == 4
+    for r in recs:
+        assert 0 < r["attention_entropy"] <= np.log(tokens) + 1e-6
+        assert r["attention_entropy_norm"] == pytest.approx(r["attention_entropy"] / np.log(tokens), rel=1e-5)

@@ -19,7 +19,8 @@ Formulas as the authors' code computes them (docs/related-methods.md: files, fun
 - ``attention`` (Ren et al., ECCV 2024, their mode "E"): the entropy (natural log) of the conditional
   branch's cross-attention distribution over the prompt's tokens, averaged over heads and query
   positions, in one middle-resolution cross-attention layer at the first step. Free: read during the
-  conditional evaluation the magnitudes make anyway. Needs an adapter with `attention_probe`.
+  conditional evaluation the magnitudes make anyway. Needs an adapter with `attention_probe` (the
+  built-in models; diffusers UNets, `DiffusersAdapter.attention_probe`: Ren et al.'s layer 3).
   ``attention_entropy_norm``: the same divided by ln(tokens attended), diffmem's length-free variant.
 - ``prompt_words``: the number of words, a baseline reported with every comparison (cost 0): on a
   benchmark where memorized captions are longer, entropy-like scores separate by length alone.

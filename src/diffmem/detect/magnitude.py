@@ -241,7 +241,7 @@ def first_step_records(adapter, prompts: Sequence[str], seeds: Sequence[int], co
     extra = detector_names(detectors, adapter.frame_axis is not None)
     if "attention" in detectors and not hasattr(adapter, "attention_probe"):
         raise DiffmemError(f"the attention detector reads cross-attention, which {adapter.name or 'this model'} "
-                           "does not expose (the built-in tiny models do)")
+                           "does not expose (the built-in tiny models and diffusers UNets do)")
     distinct = list(dict.fromkeys(prompts))
     device = adapter.device
     t = adapter.first_timestep(config.scheduler, config.num_steps)

@@ -51,6 +51,38 @@ LOADABLE = (*SUPPORTED, *OWN_ADAPTER)
 _DEFAULT_FRAMES = {"TextToVideoSDPipeline": 16, "AnimateDiffPipeline": 16}
 
 
+#: Ren et al.'s cross-attention layer for their detector (mode "E": index 3 of SD v1.x's 16; docs/related-methods.md)
+REN_LAYER = 3
+
+
+class _ProbeProcessor:
+    """A cross-attention processor that computes softmax(q k^T / sqrt(d)) explicitly (not a fused kernel, so
+    the probabilities exist), records them averaged over heads, and returns what the layer returns."""
+
+    def __init__(self, record: list, adapter):
+        self.record, self.adapter = record, adapter
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        if encoder_hidden_states is None or hidden_states.ndim != 3:
+            raise DiffmemError("the attention probe reads text cross-attention on (batch, positions, width) inputs")
+        rows = hidden_states.shape[0]
+        ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k = attn.head_to_batch_dim(attn.to_k(ctx))
+        v = attn.head_to_batch_dim(attn.to_v(ctx))
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, ctx.shape[1], rows)
+        probs = attn.get_attention_scores(q, k, attention_mask)  # (rows * heads, positions, tokens)
+        mean = probs.reshape(rows, attn.heads, *probs.shape[1:]).mean(1).detach().float()
+        b = getattr(self.adapter, "_batch", rows) or rows
+        self.record.append(mean.reshape(b, -1, mean.shape[-1]) if rows % b == 0 else mean)
+        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, v))))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+
 class DiffusersAdapter(DenoiserAdapter):
     """A Stable-Diffusion-family pipeline (image or video) seen as a `DenoiserAdapter`.
 
@@ -103,8 +135,39 @@ class DiffusersAdapter(DenoiserAdapter):
             # UNetMotionModel runs its 2-D layers on (B*F) frames and wants one text embedding per frame,
             # which AnimateDiffPipeline makes with repeat_interleave over frames.
             embeddings = embeddings.repeat_interleave(latents.shape[2], dim=0)
+        self._batch = latents.shape[0]  # the probe folds frames run as batch rows back into their sample
         out = self.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
         return noise_from_output(out, latents, t, self.alphas_cumprod, self._prediction_type)
+
+    def cross_attention_layers(self) -> list:
+        """The UNet's cross-attention modules (attn2 of its transformer blocks), in Ren et al.'s order:
+        down blocks, then the middle block, then up blocks (16 for Stable Diffusion v1.x)."""
+        found = []
+        for part in ("down_blocks", "mid_block", "up_blocks"):
+            mod = getattr(self.unet, part, None)
+            if mod is not None:
+                found += [m for m in mod.modules() if type(m).__name__ == "Attention"
+                          and getattr(m, "is_cross_attention", False)]
+        return found
+
+    @contextlib.contextmanager
+    def attention_probe(self, layer: int = REN_LAYER):
+        """Within the block, every denoiser call appends to the yielded list the cross-attention
+        distribution of one layer over the prompt's tokens, (B, query positions, tokens) with the heads
+        averaged (video: every frame's positions in one row). `layer` indexes `cross_attention_layers()`;
+        the default 3 is Ren et al.'s mode "E" layer for Stable Diffusion v1.x (down_blocks[1].attentions[1],
+        the second resolution); a UNet with fewer layers uses its last. The layer's output is unchanged."""
+        layers = self.cross_attention_layers()
+        if not layers:
+            raise DiffmemError(f"{self.name} has no cross-attention layer to read")
+        attn = layers[min(int(layer), len(layers) - 1)]
+        record: list = []
+        before = attn.get_processor()
+        attn.set_processor(_ProbeProcessor(record, self))
+        try:
+            yield record
+        finally:
+            attn.set_processor(before)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents / self.vae.config.scaling_factor
