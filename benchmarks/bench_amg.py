@@ -132,10 +132,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
-    from diffmem.models.registry import load_adapter
-    from diffmem.models.sampler import SamplerConfig, sample
     from diffmem.guidance.config import AMGConfig
     from diffmem.guidance.reference import TrainingReference, build_amg_hook
+    from diffmem.models.registry import load_adapter
+    from diffmem.models.sampler import SamplerConfig, sample
 
     world = Path(args.world)
     adapter = load_adapter(args.model)

@@ -3,7 +3,7 @@ import pytest
 from _known_denoiser import KnownAdapter, alternating, frame_constant
 
 from diffmem.detect.calibrate import DetectConfig
-from diffmem.detect.prompts import cached_records, magnitude_function, prompt_scores
+from diffmem.detect.prompts import PromptDetector, cached_records, magnitude_function, prompt_scores
 
 
 def test_prompt_scores_functional_twin():
@@ -11,6 +11,25 @@ def test_prompt_scores_functional_twin():
     got = prompt_scores(ad, ["a", "b", "a"], DetectConfig(seeds=2, steps=1, num_steps=10))
     assert set(got) == {"a", "b"}
     assert got["a"]["motion"] == pytest.approx(2.0) and got["b"]["total"] == 0.0
+
+
+def test_prompt_detector_update_compute_by_hand():
+    ad = KnownAdapter({"a": alternating(a=2.0), "c": frame_constant()})
+    det = PromptDetector(ad, DetectConfig(seeds=2, steps=1, num_steps=10), detectors=("anisotropy",))
+    det.update(["a", "b"])
+    ad.rows_evaluated = 0
+    det.update(["b", "c"])  # "b" is not scored twice: 2 seeds x ("c" at t_hi and t_lo, "" at t_hi and t_lo)
+    assert ad.rows_evaluated == 2 * 4
+    got = det.compute()
+    # D = P: the motion magnitude of the alternating pattern is a = 2, the content one of frame_constant
+    # is sqrt((9 + 16) / 2); an empty-pattern prompt has D = 0; Wen's L2 norm of P over 2 x 4 x 3 x 3 values
+    assert got["a"]["motion"] == pytest.approx(2.0) and got["b"]["total"] == 0.0
+    assert got["c"]["content"] == pytest.approx((12.5) ** 0.5)
+    assert got["a"]["wen"] == pytest.approx(2.0 * 72 ** 0.5)
+    # anisotropy = 1 * ||D(t_hi)|| + 2 * cos(eps_u(t_lo), D(t_lo)); here D does not depend on x or t
+    assert got["a"]["anisotropy"] == pytest.approx(got["a"]["wen"] + 2 * got["a"]["anisotropy_cos"])
+    det.reset()
+    assert det.compute() == {}
 
 
 def test_magnitude_function_keeps_prompt_order_and_repeats():

@@ -1,5 +1,5 @@
 """The other mitigations' rules against values worked out by hand: Jain et al.'s delayed / opposite
-guidance, Wen et al.'s prompt-embedding optimisation."""
+guidance, Wen et al.'s prompt-embedding optimisation, Jeon et al.'s SAIL."""
 from __future__ import annotations
 
 import math
@@ -10,13 +10,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from diffmem.errors import DiffmemError
 from diffmem.mitigate import (
     JAIN_PRESETS,
     DynamicTransition,
     EmbeddingOverride,
+    NoiseOverride,
+    SAILConfig,
     StaticTransition,
     WenConfig,
     optimize_embedding,
+    optimize_noise,
+    sail_loss,
 )
 from diffmem.models.sampler import SamplerConfig, sample
 
@@ -113,3 +118,73 @@ def test_wen_keeps_masked_padding_of_the_tiny_model_at_zero():
                                   WenConfig(iters=3, target_loss=None))
     assert (e[0, 2:] == 0).all() and (e0[0, 2:] == 0).all()  # 2 words, the rest padding
     assert not torch.equal(e[0, :2], e0[0, :2]) and trace[-1] < trace[0]
+
+
+# ---- SAIL (Jeon et al.): on the known denoiser D(x) = P g(x), with g = |mean(x)| ("x") or 1 ("const")
+
+
+def test_sail_loss_by_hand():
+    pat = frame_constant()
+    ad = KnownAdapter({"mem": pat}, mode="x")
+    z = torch.randn(3, *ad.shape, generator=torch.Generator().manual_seed(4))
+    cond, unc = ad.encode_prompt(["mem"]), ad.encode_prompt([""])
+    got = sail_loss(ad, z, 981, cond, unc, alpha=0.05)
+    # D(z) = P |m(z)|, so u(z) = P / ||P|| and D(z + u) = P |m(z) + mean(P) / ||P|||
+    norm_p = pat.norm().item()
+    for i in range(3):
+        m = z[i].mean().item()
+        want = norm_p * abs(m + pat.mean().item() / norm_p) + 0.05 * z[i].norm().item()
+        assert got[i].item() == pytest.approx(want, rel=1e-5)
+
+
+def _candidates(seed, budget, shape):
+    return torch.randn((budget, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def test_sail_accepts_untouched_noise_below_the_threshold_in_candidate_order():
+    pat = frame_constant()
+    ad = KnownAdapter({"mem": pat}, mode="const")  # L(z) = ||P|| + alpha ||z||: only the noise's norm matters
+    z0 = _candidates(7, 8, ad.shape)
+    loss0 = [pat.norm().item() + 0.05 * z0[i].norm().item() for i in range(8)]
+    thr = sorted(loss0)[3] + 1e-4  # exactly 4 candidates pass before any update
+    cfg = SamplerConfig(num_steps=10)
+    got, info = optimize_noise(ad, "mem", 2, 7, cfg, SAILConfig(threshold=thr, max_steps=3))
+    first_two = [i for i in range(8) if loss0[i] <= thr][:2]
+    assert torch.allclose(got, z0[first_two])
+    assert info["rounds"] == 1 and info["losses"] == pytest.approx([loss0[i] for i in first_two], rel=1e-5)
+
+
+def test_sail_retry_rules_faithful_and_diffmem():
+    pat = frame_constant()
+    ad = KnownAdapter({"mem": pat}, mode="const")
+    z0 = _candidates(7, 8, ad.shape)
+    loss0 = sorted(pat.norm().item() + 0.05 * z0[i].norm().item() for i in range(8))
+    thr = loss0[0] + 1e-6  # one candidate passes; no updates (max_steps 0), so a round accepts exactly one
+    cfg = SamplerConfig(num_steps=10)
+    # their code: the failed round restarts from the same seed, and the same noise is accepted again
+    got, info = optimize_noise(ad, "mem", 2, 7, cfg, SAILConfig(threshold=thr, max_steps=0))
+    assert info["rounds"] == 2 and torch.equal(got[0], got[1])
+    # diffmem's: fresh start points, two different noises
+    got, info = optimize_noise(ad, "mem", 2, 7, cfg, SAILConfig(threshold=thr, max_steps=0, repeat_start=False,
+                                                                 max_rounds=50))
+    assert not torch.equal(got[0], got[1])
+    # every 3rd failed round raises the threshold by 0.1 (and draws a new seed); the search is bounded
+    start = loss0[0] - 0.25
+    with pytest.raises(DiffmemError, match="accepted 0 of 1"):
+        optimize_noise(ad, "mem", 1, 7, cfg, SAILConfig(threshold=start, max_steps=0, max_rounds=2))
+    got, info = optimize_noise(ad, "mem", 1, 7, cfg, SAILConfig(threshold=start, max_steps=0, max_rounds=200))
+    assert info["rounds"] > 3
+    assert info["threshold"] == pytest.approx(start + 0.1 * ((info["rounds"] - 1) // 3))
+
+
+def test_sail_for_target_and_the_noise_override():
+    ad = KnownAdapter({"mem": frame_constant()})
+    n = math.prod(ad.shape)
+    c = SAILConfig.for_target(ad, 1.5)
+    assert c.threshold == pytest.approx(0.05 * math.sqrt(n) + 1.5) and c.repeat_start is False
+    noise = torch.full(ad.shape, 0.25)
+    over = NoiseOverride(ad, {("mem", 3): noise})
+    out = sample(over, ["mem", "mem"], [3, 4], SamplerConfig(num_steps=10), max_steps=0, decode=False, progress=False)
+    assert torch.equal(out.latents[0], noise)                       # the chosen noise
+    plain = sample(ad, ["mem"], [4], SamplerConfig(num_steps=10), max_steps=0, decode=False, progress=False)
+    assert torch.equal(out.latents[1], plain.latents[0])            # seed 4's own noise

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffmem import cli
-from diffmem.errors import DiffmemError
+from diffmem.errors import BadInputError, DiffmemError
 from diffmem.guidance.config import AMGConfig
 from diffmem.guidance.hook import write_traces
 from diffmem.guidance.reference import TrainingReference, build_amg_hook
@@ -176,3 +176,9 @@ def test_guarded_variant_measures_only_what_the_guard_flags(toy, tmp_path):
     assert rows.loc[("full", "novel"), "amg_sigma_content_max"] is not None
     run = json.loads((tmp_path / "g" / "variants" / "guarded" / "generation.json").read_text())
     assert run["extra_settings"]["amg"]["guard"]["thresholds"] == {"content": 1e-6}
+    # SAIL's diffmem setting takes its target from the calibration's wen threshold, which this one lacks
+    with pytest.raises(DiffmemError, match="sail"):
+        evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path / "s", EvalConfig(variants=("sail",)))
+    with pytest.raises(BadInputError, match="cal.json.*'wen'"):
+        evaluate_amg(adapter, root / "prompts.jsonl", root, tmp_path / "s", EvalConfig(variants=("sail",)), guard=cal)
+    assert not (tmp_path / "s" / "variants").exists()

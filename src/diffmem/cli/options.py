@@ -181,7 +181,7 @@ def add_amg_knobs(group, prefix: str = "", preset: bool = True) -> None:
                        help="a detection calibration made with --seeds 1 (`diffmem detect --calibrate`): the similarity "
                             "is measured only for samples whose first-step magnitude it flags (free: CFG computes "
                             "both predictions); the rest are sampled as without AMG" +
-                            ("" if prefix else "; used by the 'guarded' variant"))
+                            ("" if prefix else "; the 'guarded' variant uses it, and 'sail' takes its wen threshold as target"))
     group.add_argument(f"--{prefix}check-every", dest="check_every", type=count, default=a.check_every,
                        help=f"measure the similarity every k-th step (and every step once guided); default {a.check_every}")
 

@@ -4,7 +4,7 @@
     score = magnitude_function(adapter, seeds=2, steps=1)                        # prompts -> [{magnitude: score}]
     run = cached_records(adapter, prompts, settings, "out/", model_name="builtin:tiny-t2v")
 
-`prompt_scores` is the functional twin of `diffmem detect` (`diffmem.studies.detect.run_detect`), which
+`prompt_scores` (and its update/compute form `PromptDetector`) is the functional twin of `diffmem detect` (`diffmem.studies.detect.run_detect`), which
 scores through `cached_records`: the per-sample records of each prompt are written to
 ``out/items/<hash>.json`` as each chunk of prompts finishes, so a killed run resumes where it stopped
 (records made with other settings or another model are ignored; fewer seeds or steps reuse them).
@@ -26,7 +26,7 @@ from .calibrate import DetectConfig
 from .detectors import EXTRA_EVALS, detector_names
 from .magnitude import MagnitudeDetector, aggregate_records, first_step_records
 
-__all__ = ["prompt_scores", "score_records", "detector_evals", "magnitude_function", "chunk_size", "fingerprint", "item_path",
+__all__ = ["prompt_scores", "PromptDetector", "score_records", "detector_evals", "magnitude_function", "chunk_size", "fingerprint", "item_path",
            "load_item", "CachedRecords", "cached_records"]
 
 
@@ -37,6 +37,37 @@ def prompt_scores(adapter, prompts: Sequence[str], settings: DetectConfig = Dete
     distinct = list(dict.fromkeys(prompts))
     records = score_records(adapter, distinct, settings, batch_size=batch_size, progress=progress, detectors=detectors)
     return {p: {k: v for k, v in row.items() if k != "count"} for p, row in aggregate_records(records).items()}
+
+
+class PromptDetector:
+    """The update/compute form of `prompt_scores`, for every detector at once (the magnitudes and the
+    first-step `detectors`): `update(prompts)` scores the prompts not seen yet (e.g. as a prompt list
+    streams in), `compute()` returns {prompt: {score name: mean over seeds (and steps)}}, `records` the
+    per-sample values, `reset()` forgets them.
+
+        det = PromptDetector(adapter, DetectConfig(seeds=4), detectors=("anisotropy", "attention"))
+        det.update(batch_1); det.update(batch_2)
+        scores = det.compute()          # == prompt_scores(adapter, batch_1 + batch_2, ..., detectors=...)
+    """
+
+    def __init__(self, adapter, settings: DetectConfig = DetectConfig(), *, detectors: Sequence[str] = (),
+                 batch_size: int = 8):
+        self.adapter, self.settings, self.detectors, self.batch_size = adapter, settings, tuple(detectors), batch_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.records: list[dict] = []
+        self._seen: set[str] = set()
+
+    def update(self, prompts: Sequence[str]) -> None:
+        new = [p for p in dict.fromkeys(prompts) if p not in self._seen]
+        if new:
+            self.records += score_records(self.adapter, new, self.settings, batch_size=self.batch_size,
+                                          progress=False, detectors=self.detectors)
+            self._seen.update(new)
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        return {p: {k: v for k, v in row.items() if k != "count"} for p, row in aggregate_records(self.records).items()}
 
 
 def score_records(adapter, prompts: Sequence[str], settings: DetectConfig, *, batch_size: int,

@@ -6,12 +6,14 @@ Each acts at one of the three places a generation can be changed without retrain
   classifier-free guidance withheld or reversed until a transition point;
 - the prompt embedding, before sampling (a wrapped adapter): `embedding` — Wen et al. (ICLR 2024),
   the conditional embedding optimised to shrink the text-conditional difference at the first step;
-- the initial noise (planned: Jeon et al.'s SAIL; docs/related-methods.md has its rule).
+- the initial noise, before sampling (a wrapped adapter): `noise` — Jeon et al. (ICML 2025), SAIL, noises
+  searched for a small and flat text-conditional difference.
 
 Formulas, constants and where they were read in the authors' code: docs/related-methods.md.
 """
 from .cfg_schedule import JAIN_PRESETS, DynamicTransition, StaticTransition
 from .embedding import EmbeddingOverride, WenConfig, optimize_embedding
+from .noise import NoiseOverride, SAILConfig, optimize_noise, sail_loss
 
 __all__ = ["StaticTransition", "DynamicTransition", "JAIN_PRESETS", "WenConfig", "optimize_embedding",
-           "EmbeddingOverride"]
+           "EmbeddingOverride", "SAILConfig", "optimize_noise", "sail_loss", "NoiseOverride"]

@@ -69,7 +69,7 @@ def optimize_embedding(adapter, prompt: str, seeds: Sequence[int], config: Sampl
     with torch.enable_grad():
         for _ in range(wen.iters + 1):
             loss = (adapter.predict_noise(x, t, e.expand(n, *e.shape[1:])) - eps_u).norm()
-            trace.append(float(loss))
+            trace.append(float(loss.detach()))
             if len(trace) > wen.iters or (wen.target_loss is not None and trace[-1] <= wen.target_loss):
                 break
             opt.zero_grad(set_to_none=True)

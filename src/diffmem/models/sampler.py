@@ -176,6 +176,8 @@ def iter_samples(
                 x = latents[idx[0]: idx[-1] + 1].to(device, adapter.dtype)
             else:
                 x = initial_noise(adapter, b_seeds, config, gens)
+                if hasattr(adapter, "override_noise"):  # a mitigation that chose the starting noise (mitigate.noise)
+                    x = adapter.override_noise(b_prompts, b_seeds, x)
             x = x * sched.init_noise_sigma
             cond = table[[row[p] for p in b_prompts]]
             uncond = uncond_one.expand(len(idx), *uncond_one.shape[1:])

@@ -36,7 +36,16 @@ from ..io.results import environment, read_json, to_jsonable, write_json, write_
 from ..io.video import read_frames
 from ..metrics.motion import NMFConfig
 from ..metrics.quality import CLIPScore, InceptionFeatures
-from ..mitigate import JAIN_PRESETS, DynamicTransition, EmbeddingOverride, WenConfig, optimize_embedding
+from ..mitigate import (
+    JAIN_PRESETS,
+    DynamicTransition,
+    EmbeddingOverride,
+    NoiseOverride,
+    SAILConfig,
+    WenConfig,
+    optimize_embedding,
+    optimize_noise,
+)
 from ..models.registry import load_adapter
 from ..world.judge import WorldAlignment, parse_world_caption
 from .amg_report import amg_report, amg_table, evaluation_html, quality_by_variant
@@ -55,7 +64,9 @@ VARIANTS = {
     "guarded": (("spe", "dup", "sim"), "threshold"),  # full AMG for the samples the detection guard flags
 }
 #: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
-OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024")
+OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024", "jeon-sail-2025", "sail")
+#: variants that read the detection calibration given as `guard`
+NEEDS_CALIBRATION = ("guarded", "sail")
 DEFAULT_VARIANTS = ("baseline", "spe", "dup", "sim", "full")
 
 
@@ -115,18 +126,22 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     auditor = MotionAuditor(training.motion_index, MotionAuditConfig(policy=training.motion_index.policy),
                             groups=training.groups) if training.n_motion_windows else None
     align = _alignment(entries, adapter, clip, fps, size)
-    if "guarded" in config.variants and guard is None:
-        raise DiffmemError("the 'guarded' variant needs a guard calibration (--guard FILE, made with "
-                           "`diffmem detect --calibrate --seeds 1`)")
+    need = [v for v in config.variants if v in NEEDS_CALIBRATION]
+    if need and guard is None:
+        raise DiffmemError(f"the {' and '.join(repr(v) for v in need)} variant needs a detection calibration "
+                           "(--guard FILE, made with `diffmem detect --calibrate --seeds 1`)")
+    calibration = None
     if guard is not None:  # checked now, before any sample is made
-        MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None))
+        calibration = MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None)).calibration
+        if "sail" in config.variants and "wen" not in calibration.thresholds:
+            raise BadInputError(guard, "has no 'wen' threshold, which the 'sail' variant's target is")
     rows, per_variant = [], {}
     for name in config.variants:
         vdir = out / "variants" / name
         hooks, extra, gen_model = [], {"variant": name}, adapter
         t0 = time.time()
         if name in OTHER_VARIANTS:
-            gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings)
+            gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings, calibration)
         elif VARIANTS[name] is not None:
             terms, switch = VARIANTS[name]
             pre = MemorizationGuard.from_file(guard) if name == "guarded" else None  # fresh per variant
@@ -166,8 +181,10 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     return result
 
 
-def _other_mitigation(name: str, adapter, specs, settings: GenerateConfig):
+def _other_mitigation(name: str, adapter, specs, settings: GenerateConfig, calibration=None):
     """(the model to sample with, sampler hooks, its description) for one of `OTHER_VARIANTS`."""
+    if name in ("jeon-sail-2025", "sail"):
+        return _sail(name, adapter, specs, settings, calibration)
     if name in JAIN_PRESETS:
         rule = JAIN_PRESETS[name]
         return adapter, [rule], {"rule": "static transition", "tau": rule.tau, "w_before": rule.w_before}
@@ -184,6 +201,27 @@ def _other_mitigation(name: str, adapter, specs, settings: GenerateConfig):
             {"rule": "prompt-embedding optimisation", **asdict(wen),
              "mean_loss_before": float(np.mean([v[0] for v in losses.values()])) if losses else None,
              "mean_loss_after": float(np.mean([v[-1] for v in losses.values()])) if losses else None})
+
+
+def _sail(name: str, adapter, specs, settings: GenerateConfig, calibration):
+    """Jeon et al.'s SAIL: each prompt's n starting noises searched from its first seed, then sampled as
+    usual. "jeon-sail-2025": their constants (Stable Diffusion's scale); "sail": the same alpha with the
+    threshold set from the calibration's `wen` threshold (`SAILConfig.for_target`)."""
+    cfg = settings.sampler_config()
+    sail = (SAILConfig() if name == "jeon-sail-2025"
+            else SAILConfig.for_target(adapter, calibration.thresholds["wen"], cfg))
+    noises, rounds, evals = {}, [], 0
+    for sp in specs:
+        p = sp["prompt"]
+        if not p or (p, settings.seed) in noises:
+            continue
+        lat, info = optimize_noise(adapter, p, settings.n, settings.seed, cfg, sail)
+        noises.update({(p, settings.seed + k): lat[k] for k in range(settings.n)})
+        rounds.append(info["rounds"])
+        evals += info["denoiser_evals"]
+    return (NoiseOverride(adapter, noises, name), [],
+            {"rule": "initial-noise search", **asdict(sail), "mean_rounds": float(np.mean(rounds)) if rounds else None,
+             "denoiser_evals": evals})
 
 
 def _timing(vdir: Path, summary: dict, wall: float) -> dict:
