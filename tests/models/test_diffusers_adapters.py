@@ -191,3 +191,51 @@ def test_attention_detector_runs_on_a_diffusers_unet(tiny_pipeline_factory):
     for r in recs:
         assert 0 < r["attention_entropy"] <= np.log(tokens) + 1e-6
         assert r["attention_entropy_norm"] == pytest.approx(r["attention_entropy"] / np.log(tokens), rel=1e-5)
+
+
+def test_ren_reweighting_by_hand(tiny_pipeline_factory):
+    from diffmem.mitigate.attention import CrossAttentionReweight, reweight_logits
+
+    # the edit alone: keys from l on are -inf on every row, key 0 times c1 on conditional rows only
+    z = torch.ones(2, 1, 1, 5)
+    got = reweight_logits(z, [3, 2], [True, False], c1=1.25)
+    assert got[0, 0, 0].tolist() == [1.25, 1.0, 1.0, float("-inf"), float("-inf")]
+    assert got[1, 0, 0].tolist() == [1.0, 1.0, float("-inf"), float("-inf"), float("-inf")]
+
+    pipe, _ = tiny_pipeline_factory("StableDiffusionPipeline")
+    adapter = DiffusersAdapter(pipe)
+    x = torch.randn((2,) + adapter.latent_shape(4, 16, 16), generator=torch.Generator().manual_seed(2))
+    t = torch.tensor(500)
+    prompts = ["a red cat", "dog"]
+    # c1 = 1 without the mask is the model itself (the explicit processor changes nothing)
+    same = CrossAttentionReweight(adapter, c1=1.0, mask=False)
+    with torch.no_grad():
+        torch.testing.assert_close(same.predict_noise(x, t, same.encode_prompt(prompts)),
+                                   adapter.predict_noise(x, t, adapter.encode_prompt(prompts)), atol=1e-5, rtol=0)
+    # the CFG batch: unconditional rows take their pair's length
+    ren = CrossAttentionReweight(adapter)
+    cond = ren.encode_prompt(prompts)
+    both = torch.cat([ren.encode_prompt(["", ""]), cond])
+    lengths, is_cond = ren.row_rules(both)
+    want_len = adapter.token_lengths(prompts)
+    assert lengths == want_len + want_len and is_cond == [False, False, True, True]
+    assert want_len[0] > want_len[1] >= 3  # BOS + at least one token + EOS
+    # one layer's output recomputed from its inputs with the rule written out
+    attn = adapter.cross_attention_layers()[0]
+    seen = {}
+    hook = attn.register_forward_hook(lambda m, a, kw, out: seen.update(h=a[0], ctx=kw["encoder_hidden_states"], out=out),
+                                      with_kwargs=True)
+    with torch.no_grad():
+        ren.predict_noise(torch.cat([x, x]), t, both)
+    hook.remove()
+    h, ctx, heads = seen["h"], seen["ctx"], attn.heads
+    q, k, v = attn.to_q(h), attn.to_k(ctx), attn.to_v(ctx)
+    d = q.shape[-1] // heads
+    split = lambda m: m.reshape(m.shape[0], m.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+    logits = split(q) @ split(k).transpose(-1, -2) / d ** 0.5          # (rows, heads, positions, tokens)
+    for r, (n, c) in enumerate(zip(lengths, is_cond)):
+        logits[r, :, :, n:] = float("-inf")
+        if c:
+            logits[r, :, :, 0] *= 1.25
+    o = (torch.softmax(logits, -1) @ split(v)).transpose(1, 2).reshape(h.shape[0], h.shape[1], -1)
+    torch.testing.assert_close(seen["out"], attn.to_out[0](o), atol=1e-5, rtol=0)

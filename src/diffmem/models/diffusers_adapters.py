@@ -55,32 +55,39 @@ _DEFAULT_FRAMES = {"TextToVideoSDPipeline": 16, "AnimateDiffPipeline": 16}
 REN_LAYER = 3
 
 
-class _ProbeProcessor:
-    """A cross-attention processor that computes softmax(q k^T / sqrt(d)) explicitly (not a fused kernel, so
-    the probabilities exist), records them averaged over heads, and returns what the layer returns."""
+class _ExplicitCrossAttention:
+    """A cross-attention processor that computes softmax(q k^T / sqrt(d) + mask) explicitly (not a fused
+    kernel), so that the probabilities can be read (`record`: their mean over heads, one list entry per
+    call) and the logits changed before the softmax (`edit(logits (rows, heads, positions, tokens), rows
+    per sample) -> logits`: Ren et al.'s mitigation). Without `edit` it returns the layer's usual output."""
 
-    def __init__(self, record: list, adapter):
-        self.record, self.adapter = record, adapter
+    def __init__(self, adapter, record: list | None = None, edit=None):
+        self.adapter, self.record, self.edit = adapter, record, edit
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         if encoder_hidden_states is None or hidden_states.ndim != 3:
-            raise DiffmemError("the attention probe reads text cross-attention on (batch, positions, width) inputs")
+            raise DiffmemError("diffmem reads text cross-attention on (batch, positions, width) inputs only")
         rows = hidden_states.shape[0]
         ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
         q = attn.head_to_batch_dim(attn.to_q(hidden_states))
         k = attn.head_to_batch_dim(attn.to_k(ctx))
         v = attn.head_to_batch_dim(attn.to_v(ctx))
+        logits = attn.scale * torch.bmm(q.float(), k.float().transpose(-1, -2))  # (rows * heads, positions, tokens)
         if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, ctx.shape[1], rows)
-        probs = attn.get_attention_scores(q, k, attention_mask)  # (rows * heads, positions, tokens)
-        mean = probs.reshape(rows, attn.heads, *probs.shape[1:]).mean(1).detach().float()
+            logits = logits + attn.prepare_attention_mask(attention_mask, ctx.shape[1], rows).float()
         b = getattr(self.adapter, "_batch", rows) or rows
-        self.record.append(mean.reshape(b, -1, mean.shape[-1]) if rows % b == 0 else mean)
-        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probs, v))))
+        per = rows // b if rows % b == 0 else 1
+        if self.edit is not None:
+            logits = self.edit(logits.reshape(rows, attn.heads, *logits.shape[1:]), per).reshape(logits.shape)
+        probs = logits.softmax(-1)
+        if self.record is not None:
+            mean = probs.reshape(rows, attn.heads, *probs.shape[1:]).mean(1).detach()
+            self.record.append(mean.reshape(b, -1, mean.shape[-1]) if rows % b == 0 else mean)
+        out = attn.batch_to_head_dim(torch.bmm(probs.to(v.dtype), v))
+        out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
-
 
 
 class DiffusersAdapter(DenoiserAdapter):
@@ -163,11 +170,34 @@ class DiffusersAdapter(DenoiserAdapter):
         attn = layers[min(int(layer), len(layers) - 1)]
         record: list = []
         before = attn.get_processor()
-        attn.set_processor(_ProbeProcessor(record, self))
+        attn.set_processor(_ExplicitCrossAttention(self, record=record))
         try:
             yield record
         finally:
             attn.set_processor(before)
+
+    @contextlib.contextmanager
+    def attention_edit(self, edit):
+        """Within the block, every cross-attention layer's logits pass through `edit(logits (rows, heads,
+        positions, tokens), rows per sample)` before the softmax (`mitigate.attention`)."""
+        layers = self.cross_attention_layers()
+        if not layers:
+            raise DiffmemError(f"{self.name} has no cross-attention layer")
+        before = [a.get_processor() for a in layers]
+        for a in layers:
+            a.set_processor(_ExplicitCrossAttention(self, edit=edit))
+        try:
+            yield
+        finally:
+            for a, p in zip(layers, before):
+                a.set_processor(p)
+
+    def token_lengths(self, prompts: Sequence[str]) -> list[int]:
+        """Per prompt: its tokens counted as the text encoder sees them, beginning and first end token
+        included, padding not (Ren et al.'s l)."""
+        tok = self.pipe.tokenizer
+        enc = tok(list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True)
+        return [int(sum(m)) for m in enc["attention_mask"]]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents / self.vae.config.scaling_factor

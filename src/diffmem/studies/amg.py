@@ -38,6 +38,8 @@ from ..metrics.motion import NMFConfig
 from ..metrics.quality import CLIPScore, InceptionFeatures
 from ..mitigate import (
     JAIN_PRESETS,
+    REN_C1,
+    CrossAttentionReweight,
     DynamicTransition,
     EmbeddingOverride,
     NoiseOverride,
@@ -64,7 +66,8 @@ VARIANTS = {
     "guarded": (("spe", "dup", "sim"), "threshold"),  # full AMG for the samples the detection guard flags
 }
 #: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
-OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024", "jeon-sail-2025", "sail")
+OTHER_VARIANTS = ("jain-none-2025", "jain-opposite-2025", "jain-dynamic-2025", "wen-2024", "jeon-sail-2025", "sail",
+                  "ren-2024")
 #: variants that read the detection calibration given as `guard`
 NEEDS_CALIBRATION = ("guarded", "sail")
 DEFAULT_VARIANTS = ("baseline", "spe", "dup", "sim", "full")
@@ -135,6 +138,9 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
         calibration = MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None)).calibration
         if "sail" in config.variants and "wen" not in calibration.thresholds:
             raise BadInputError(guard, "has no 'wen' threshold, which the 'sail' variant's target is")
+    if "ren-2024" in config.variants and not hasattr(adapter, "attention_edit"):
+        raise DiffmemError(f"the 'ren-2024' variant edits text cross-attention after a beginning token, which "
+                           f"{adapter.name or 'this model'} does not have (diffusers UNets do)")
     rows, per_variant = [], {}
     for name in config.variants:
         vdir = out / "variants" / name
@@ -185,6 +191,8 @@ def _other_mitigation(name: str, adapter, specs, settings: GenerateConfig, calib
     """(the model to sample with, sampler hooks, its description) for one of `OTHER_VARIANTS`."""
     if name in ("jeon-sail-2025", "sail"):
         return _sail(name, adapter, specs, settings, calibration)
+    if name == "ren-2024":
+        return CrossAttentionReweight(adapter), [], {"rule": "cross-attention re-weighting", "c1": REN_C1, "mask": True}
     if name in JAIN_PRESETS:
         rule = JAIN_PRESETS[name]
         return adapter, [rule], {"rule": "static transition", "tau": rule.tau, "w_before": rule.w_before}
