@@ -59,7 +59,7 @@ def cost_split(adapter, ref, prompts: list[str], steps: int, repeat: int) -> lis
     eps_g = eps[:b] + 3.0 * (eps[b:] - eps[:b])
     abar = adapter.alpha_bar(t)
     content = ref.content_similarity(AMGConfig())
-    motion = ref.motion_similarity(AMGConfig()) if ref.n_motion_windows else None
+    motion = ref.motion_similarity(AMGConfig()) if ref.n_motion_windows and adapter.kind == "video" else None
     with torch.no_grad():
         frames = adapter.decode(predicted_x0(x, eps_g, abar)).float()
         flat, _, _ = _flat_frames(frames)

@@ -76,25 +76,33 @@ class MemoryNeighbours:
     def __len__(self) -> int:
         return len(self._v)
 
+    def scores(self, queries) -> np.ndarray:
+        """Every query against every stored vector, (N, len(self)): one pass over the vectors (the search
+        is bound by reading them, ~20 MB for the large world's frames)."""
+        return np.asarray(queries, np.float32) @ self._v.T
+
     def search(self, queries, k):
-        q = np.asarray(queries, np.float32)
-        sims = q @ self._v.T
-        k = min(k, sims.shape[1])
-        if k == 1:  # AMG's per-frame search: argmax is ~10x cheaper than a partition
-            rows = sims.argmax(axis=1)[:, None]
-        elif k < sims.shape[1]:  # top k by partition, then only those k sorted (AMG searches at every step)
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-            rows = np.take_along_axis(part, order, 1)
-        else:
-            rows = np.argsort(-sims, axis=1, kind="stable")
-        return np.take_along_axis(sims, rows, 1), rows
+        return top_k(self.scores(queries), k)
 
     def vectors(self, rows):
         return self._v[np.asarray(rows, np.int64)]
 
     def meta(self, row):
         return self._ids[row], int(self._frames[row]), self._caps[row]
+
+
+def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, columns) of the k largest values of each row of `sims`, best first."""
+    k = min(k, sims.shape[1])
+    if k == 1:  # argmax is ~10x cheaper than a partition
+        rows = sims.argmax(axis=1)[:, None]
+    elif k < sims.shape[1]:  # top k by partition, then only those k sorted (AMG searches at every step)
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+        rows = np.take_along_axis(part, order, 1)
+    else:
+        rows = np.argsort(-sims, axis=1, kind="stable")
+    return np.take_along_axis(sims, rows, 1), rows
 
 
 class IndexNeighbours:
@@ -186,10 +194,14 @@ class ContentSimilarity:
         q = desc.detach().float().cpu().numpy()
         # each frame's nearest training frame, then the caption's k neighbours for the best frame only
         # (the same result as k neighbours for every frame, at a fraction of the search's cost)
-        scores, _ = self.neighbours.search(q, 1)
-        best_frame = scores.reshape(b, f).argmax(axis=1)
-        best_q = q.reshape(b, f, -1)[np.arange(b), best_frame]
-        _, rows = self.neighbours.search(best_q, k)
+        if hasattr(self.neighbours, "scores"):  # in memory: one pass over the vectors serves both
+            sims = self.neighbours.scores(q)
+            best_frame = sims.max(axis=1).reshape(b, f).argmax(axis=1)
+            _, rows = top_k(sims.reshape(b, f, -1)[np.arange(b), best_frame], k)
+        else:
+            scores, _ = self.neighbours.search(q, 1)
+            best_frame = scores.reshape(b, f).argmax(axis=1)
+            _, rows = self.neighbours.search(q.reshape(b, f, -1)[np.arange(b), best_frame], k)
         info = SimilarityInfo(self.kind)
         targets = self.neighbours.vectors(rows[:, 0])
         targets = torch.as_tensor(np.asarray(targets), dtype=desc.dtype, device=desc.device)
