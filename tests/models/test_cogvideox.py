@@ -232,7 +232,8 @@ def test_cli_generate_and_amg(cli_setup):
     gen = json.loads((tmp / "plain" / "generation.json").read_text())
     assert gen["model"]["class"] == "CogVideoXAdapter" and gen["status"] == "done"
     # AMG against a "training set" made of these very samples
-    assert _generate(folder, prompts, tmp / "amg", "--amg", "--index", str(tmp / "plain")) == 0
+    # sigma at every step (the paper's switch), so that each step's value can be checked
+    assert _generate(folder, prompts, tmp / "amg", "--amg", "--index", str(tmp / "plain"), "--amg-check-every", "1") == 0
     df = pd.read_parquet(tmp / "amg" / "manifest.parquet")
     assert len(df) == 2
     for sid, path in zip(df["id"], df["path"]):
