@@ -150,7 +150,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
             gen_model, hooks, extra["mitigation"] = _other_mitigation(name, adapter, specs, settings, calibration)
         elif VARIANTS[name] is not None:
             terms, switch = VARIANTS[name]
-            pre = MemorizationGuard.from_file(guard) if name == "guarded" else None  # fresh per variant
+            pre = MemorizationGuard(calibration) if name == "guarded" else None  # a fresh guard per variant
             hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind,
                                   preset=name if name in PRESETS else None, pre_switch=pre)
             hooks = [hook]
