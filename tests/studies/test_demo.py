@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow  # the whole study, end to end
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from diffmem.world import make_world
     from diffmem.studies.demo import run_demo
+    from diffmem.world import make_world
 
     out = tmp_path_factory.mktemp("demo")
     make_world(out / "world", seed=0, size="tiny")  # the memorizer reads the clips it memorizes from it
@@ -90,7 +90,7 @@ def test_report_shows_clips_originals_and_roc(demo):
     html = (out / "report.html").read_text()
     assert "Extracted training clips beside their originals" in html
     assert html.count("data:image/gif") >= 2          # generated clip + its training original
-    assert "Inference-time detection" in html and "data:image/png" in html  # the ROC figure
+    assert "Inference-time detection" in html and "data:image/svg+xml" in html  # the ROC figure
     assert "extract/report.html" in html and "detect/report.html" in html
 
 

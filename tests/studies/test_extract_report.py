@@ -1,11 +1,10 @@
 """The extraction study's report and its text summary, from hand-built audit rows."""
 import numpy as np
+from _extract_rows import _entries, _samples
 
 from diffmem.io.video import write_video
 from diffmem.studies.extract_report import clip_pairs, extract_report, format_summary
 from diffmem.studies.extract_tables import tabulate
-
-from _extract_rows import _entries, _samples
 
 
 def test_report_escapes_and_shows_tables():
@@ -18,7 +17,7 @@ def test_report_escapes_and_shows_tables():
     html = extract_report(per, summ, _samples(), clip_pairs=[pair], thresholds={"content": 0.5}, config={"n": 4})
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "Extraction by group" in html and "Per prompt" in html and "beside their training originals" in html
-    assert "data:image/gif;base64,BBBB" in html and "data:image/png;base64," in html  # histogram embedded
+    assert "data:image/gif;base64,BBBB" in html and "data:image/svg+xml;base64," in html  # histogram embedded
 
 
 def test_clip_pairs_one_per_training_item_best_score_first(tmp_path):

@@ -2,8 +2,8 @@
 
 Every caption, id and path that goes into a page passes through `esc`; images are
 embedded as data URIs so a report is one file that can be mailed around: `png_data_uri`,
-`gif_data_uri`, `clip_data_uri` (a clip file as a small GIF), `figure_png` (a matplotlib figure;
-the figures themselves are made in `diffmem.io.figures`).
+`gif_data_uri`, `clip_data_uri` (a clip file as a small GIF); figures are SVG documents made by
+`diffmem.io.figures` (`fig.data_uri()`).
 """
 from __future__ import annotations
 
@@ -68,16 +68,6 @@ def clip_data_uri(path, fps: float | None = None, size: int = 64, max_frames: in
 def img(uri: str, title: str = "", height: int | None = 96) -> str:
     h = f' height="{int(height)}"' if height else ""
     return f'<img src="{esc(uri)}" title="{esc(title)}" alt="{esc(title)}"{h}>'
-
-
-def figure_png(fig) -> str:
-    """A matplotlib figure -> data URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadInputError
-from ..io.html import config_block, esc, figure_png, gif_data_uri, img, page, table
+from ..io.figures import COLORS, LinePanel, line_figure
+from ..io.html import config_block, esc, gif_data_uri, img, page, table
 from ..io.results import read_json, write_text
 from ..io.video import read_frames
 from ..metrics.quality import feature_space, quality_distance
@@ -152,7 +153,7 @@ def amg_report(out: str | Path, adapter, settings, *, batch_size: int = 8) -> Pa
         if not t:
             continue
         after = read_frames(out / r["path"]).array
-        cells = img(_trajectory_png(t["trace"]), "sigma trajectory", height=160)
+        cells = img(_trajectory_svg(t["trace"]), "sigma trajectory", height=160)
         if r["id"] in before:
             cells += img(gif_data_uri(before[r["id"]], 4.0), "without AMG", 96) + img(gif_data_uri(after, 4.0), "with AMG", 96)
             cap = "trajectory; without AMG; with AMG (same seed)"
@@ -167,21 +168,15 @@ def amg_report(out: str | Path, adapter, settings, *, batch_size: int = 8) -> Pa
     return path
 
 
-def _trajectory_png(tr: dict) -> str:
-    """One sample's sigma per channel against its lambda, with the triggered steps marked (matplotlib's
-    object API, as `io.figures`: no pyplot backend is selected)."""
-    from matplotlib.figure import Figure  # slow import, only for this report
-
-    fig = Figure(figsize=(4.2, 2.4))
-    ax = fig.subplots()
-    for kind, vals in tr["sigma"].items():
-        xs = [i for i, v in enumerate(vals) if v is not None]
-        line, = ax.plot(xs, [vals[i] for i in xs], label=f"sigma {kind}")
-        ax.plot(range(len(tr["lambda"][kind])), tr["lambda"][kind], "--", color=line.get_color(),
-                label=f"lambda {kind}")
+def _trajectory_svg(tr: dict) -> str:
+    """One sample's sigma per channel against its lambda (dashed, same colour), with the triggered steps
+    marked along the bottom (an SVG data URI)."""
+    lines = []
+    for k, (kind, vals) in enumerate(tr["sigma"].items()):
+        color = COLORS[k % len(COLORS)]
+        lines.append((range(len(vals)), vals, {"label": f"sigma {kind}", "color": color}))
+        lines.append((range(len(tr["lambda"][kind])), tr["lambda"][kind], {"label": f"lambda {kind}", "color": color,
+                                                                         "ls": "--"}))
     trig = [i for i, v in enumerate(tr["triggered"]) if v]
-    if trig:
-        ax.scatter(trig, [ax.get_ylim()[0]] * len(trig), marker="|", color="red", label="triggered")
-    ax.set_xlabel("step")
-    ax.legend(fontsize=6)
-    return figure_png(fig)
+    return line_figure([LinePanel(lines=lines, marks=trig, marks_style={"color": "red", "label": "triggered"},
+                                  xlabel="step")]).data_uri()

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..index.content import read_item_frames
 from ..io.figures import HistPanel, histogram_figure
-from ..io.html import config_block, esc, figure_png, img, page, png_data_uri, table
+from ..io.html import config_block, esc, img, page, png_data_uri, table
 
 MAX_REPORT_ITEMS = 100  # flagged items shown with pictures in report.html (all are in the tables)
 
@@ -27,8 +27,7 @@ def score_panel(scores: np.ndarray, tau: float) -> HistPanel:
 
 
 def _histogram(scores: np.ndarray, tau: float) -> str:
-    return figure_png(histogram_figure([score_panel(scores, tau)], panel_size=(6, 2.6), legend_fontsize=8,
-                                       tight_layout=False))
+    return histogram_figure([score_panel(scores, tau)], panel_size=(6, 2.6), legend_fontsize=8).data_uri()
 
 
 class _TrainFrames:

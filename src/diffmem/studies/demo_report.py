@@ -9,7 +9,7 @@ from ..data.labels import read_labels
 from ..data.prompts import read_prompts
 from ..detect.evaluate import roc_curves
 from ..io.figures import roc_figure
-from ..io.html import clip_data_uri, esc, figure_png, img, page, table
+from ..io.html import clip_data_uri, esc, img, page, table
 from .demo_result import DemoResult, Stage, pct_text, value_text
 from .extract_report import examples_from, pairs_html
 
@@ -235,4 +235,4 @@ def _roc_uri(out: Path) -> str | None:
         return None
     scores = {f"{name} magnitude": df[name].to_numpy() for name in ("content", "motion", "total") if name in df.columns}
     curves = roc_curves(scores, y)
-    return figure_png(roc_figure(curves, title="memorized (audit) vs not, by detection magnitude")) if curves else None
+    return roc_figure(curves, title="memorized (audit) vs not, by detection magnitude").data_uri() if curves else None

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..detect.calibrate import Calibration
 from ..io.figures import HistPanel, histogram_figure, roc_figure
-from ..io.html import config_block, esc, figure_png, img, page, table
+from ..io.html import config_block, esc, img, page, table
 
 __all__ = ["detect_report", "score_histograms"]
 
@@ -56,7 +56,7 @@ def detect_report(summary: Mapping, rows: Sequence[Mapping], names: Sequence[str
                      f"Flagged prompts: {esc(summary['flagged'])}.</p>")
     by = "label_kind" if any(r.get("label_kind") for r in rows) else ("group" if any(r.get("group") for r in rows) else "")
     parts.append("<h2>Score distributions</h2>")
-    parts.append(img(figure_png(score_histograms(rows, names, cal, by)), "score distributions", height=None))
+    parts.append(img(score_histograms(rows, names, cal, by).data_uri(), "score distributions", height=None))
     if summary.get("evaluation"):
         parts.append("<h2>Evaluation against labels</h2>")
         head = ["set", "magnitude", "AUC", "TPR@1%FPR", "TPR@3%FPR", "memorized", "novel"]
@@ -79,7 +79,7 @@ def detect_report(summary: Mapping, rows: Sequence[Mapping], names: Sequence[str
                   f"{r.get('tpr@1%fpr', float('nan')):.3f}", f"{r.get('tpr@3%fpr', float('nan')):.3f}",
                   f"{r['denoiser_evals']:.3g}", f"{r['cost_fraction']:.3f}"] for r in cmp]))
         if curves:
-            parts.append(img(figure_png(roc_figure(curves, "memorized vs novel")), "ROC", height=None))
+            parts.append(img(roc_figure(curves, "memorized vs novel").data_uri(), "ROC", height=None))
         if summary.get("evaluation_grid"):
             parts.append("<h3>Seeds and steps</h3>")
             g = summary["evaluation_grid"]

@@ -12,7 +12,7 @@ import pandas as pd
 from ..index import VectorIndex
 from ..index.content import content_items
 from ..io.figures import HistPanel, histogram_figure
-from ..io.html import clip_data_uri, config_block, esc, figure_png, img, page, table
+from ..io.html import clip_data_uri, config_block, esc, img, page, table
 from ..io.results import read_json
 from .extract_tables import CONTENT_VERDICTS, present
 
@@ -48,7 +48,7 @@ def score_histograms(samples: pd.DataFrame, thresholds: Mapping[str, float | Non
             lines.append((thresholds[kind], {"color": "k", "ls": "--", "lw": 0.8,
                                              "label": f"threshold {thresholds[kind]:g}"}))
         panels.append(HistPanel(hists=hists, bins=30, lines=lines, xlabel=f"{kind} score", ylabel="samples"))
-    return figure_png(histogram_figure(panels, panel_size=(4.5, 3.2), legend_fontsize=7))
+    return histogram_figure(panels, panel_size=(4.5, 3.2), legend_fontsize=7).data_uri()
 
 
 def pairs_html(pairs: Sequence[dict]) -> str:
