@@ -3,6 +3,14 @@
     python benchmarks/bench_detect.py cost    [--model builtin:tiny-t2v] [--prompts 8] [--num-steps 25]
     python benchmarks/bench_detect.py quality [--model builtin:tiny-t2v] [--world W] [--work DIR]
                                               [--samples 2] [--extra-novel 40] [--labels FILE]
+    python benchmarks/bench_detect.py startup [--model builtin:tiny-t2v-large] [--prompts P] [--n 42] [--repeat 5]
+
+startup (performance issue: a short command's process wall time at most 2x its scoring time): runs
+`diffmem detect MODEL --prompts P --out TMP` as a new process --repeat times and prints, per run and as
+medians, the process wall time, the scoring time the command records (`summary.json`: cost.seconds_scoring,
+the model's forward passes over every prompt), their ratio, and the floor measured in the same run: a
+process that only imports torch (`python -c "import torch"`). P defaults to the first --n prompts of a
+large world built in a temporary folder.
 
 cost: per (n seeds, s steps), wall seconds and denoiser evaluations per prompt, both as a fraction of one
 full generation timed in the same run (the baseline), and the magnitude hook's overhead over the same
@@ -101,6 +109,56 @@ def cost(args) -> None:
                   f"{st.cost_fraction(len(prompts)):>9.3f} {tf / t_gen:>9.3f} {'':>10} {'':>8}")
 
 
+# ---------------------------------------------------------------------------------------- startup
+
+
+def startup(args) -> None:
+    import os
+    import shutil
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    try:
+        prompts = args.prompts
+        if prompts is None:
+            from diffmem.world import make_world
+
+            make_world(tmp / "world", seed=0, size="large", progress=False)
+            lines = [ln for ln in (tmp / "world" / "prompts.jsonl").read_text().splitlines() if ln.strip()]
+            prompts = tmp / "prompts.jsonl"
+            prompts.write_text("\n".join(lines[:args.n]) + "\n")
+        exe = Path(sys.executable).with_name("diffmem")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        floor, walls, scoring = [], [], []
+        for k in range(args.repeat):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
+            floor.append(time.perf_counter() - t0)
+            out = tmp / f"detect{k}"
+            t0 = time.perf_counter()
+            run = subprocess.run([str(exe), "detect", args.model, "--prompts", str(prompts), "--out", str(out)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            walls.append(time.perf_counter() - t0)
+            if run.returncode:
+                raise SystemExit(f"diffmem detect failed:\n{run.stderr}")
+            scoring.append(json.loads((out / "summary.json").read_text())["cost"]["seconds_scoring"])
+            print(f"run {k + 1}: wall {walls[-1]:.2f} s, scoring {scoring[-1]:.2f} s, ratio {walls[-1] / scoring[-1]:.2f}; "
+                  f"import torch alone {floor[-1]:.2f} s")
+        w, sc, fl = (statistics.median(v) for v in (walls, scoring, floor))
+        ratios = sorted(a / b for a, b in zip(walls, scoring))
+        print(f"\n{args.model}, {sum(1 for _ in open(prompts))} prompts, {args.repeat} runs, load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"median: process wall {w:.2f} s, scoring {sc:.2f} s, ratio {statistics.median(ratios):.2f} "
+              f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}; target 2.00 or less)")
+        print(f"floor: importing torch in a new process {fl:.2f} s = {fl / sc:.2f}x the scoring time; the rest of the "
+              f"start-up and exit: {w - sc - fl:.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------- quality
 
 
@@ -196,10 +254,10 @@ def background_confound(detect_parquet: Path) -> dict:
 
 
 def quality(args) -> None:
-    from diffmem.world import make_world
     from diffmem.detect import DetectConfig
     from diffmem.studies.detect import run_detect
     from diffmem.studies.generate import GenerateConfig, generate
+    from diffmem.world import make_world
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -268,8 +326,13 @@ def main() -> None:
                    help="CFG scale of the audited generations and of the detection sampler (default 3: where the "
                         "built-in tiny model memorizes most cleanly; the library default is 7.5)")
     q.add_argument("--batch-size", type=int, default=16)
+    st = sub.add_parser("startup")
+    st.add_argument("--model", default="builtin:tiny-t2v-large")
+    st.add_argument("--prompts", default=None, help="a prompt file (default: the first --n prompts of a large world)")
+    st.add_argument("--n", type=int, default=42)
+    st.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    (cost if args.mode == "cost" else quality)(args)
+    {"cost": cost, "quality": quality, "startup": startup}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ RANK["device"] = RANK["errors"]  # the floor: neither imports anything else of d
 #   parser with the library's defaults (torch alone is 2.6 s); a subcommand imports what it calls when it
 #   runs, and its defaults only when it is the one given (`cli.build_parser(only=...)`).
 # - optional extras and slow imports used by one feature: Ray (the `ray` extra), diffusers (5.7 s) and
-#   transformers (1.5 s) for real models, matplotlib (1 s) for report figures, and the packages only
-#   one loader or calibration run needs.
+#   transformers (1.5 s) for real models, pandas (0.27 s) where a table is read back, so that a short
+#   command such as `diffmem detect` starts without it, and the packages only one loader or calibration
+#   run needs.
 LAZY_OK_PACKAGES = {"cli"}
-LAZY_OK_MODULES = {"ray", "diffusers", "transformers", "matplotlib", "safetensors", "torchvision", "skimage",
+LAZY_OK_MODULES = {"ray", "diffusers", "transformers", "pandas", "safetensors", "torchvision", "skimage",
                    "sklearn", "scipy", "huggingface_hub"}
 
 

@@ -5,6 +5,7 @@ A package rather than one cli.py so that each subcommand's arguments live beside
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -34,6 +35,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         else:
             sub.add_parser(name, help=module.HELP)
     return parser
+
+
+def run() -> None:
+    """The `diffmem` executable: `main` on the command line, then exit."""
+    code = main()
+    # The interpreter's last collection walks every object torch created at import: 0.4-0.5 s added to
+    # every command's exit on the 2-core machine (`python -c "import torch"` 1.6 s, 1.1 s with this).
+    # Frozen objects are left to the process's end; atexit handlers and file flushes still run.
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

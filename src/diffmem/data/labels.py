@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
-import pandas as pd
 
 from ..errors import BadInputError
-from ..io.results import write_text
+from ..io.results import read_records, write_text
 
 __all__ = ["KINDS", "as_bool", "read_labels", "labels_from_audit_counts", "write_labels", "COUNT_FIELDS"]
 
@@ -74,8 +73,7 @@ def read_labels(path: str | Path) -> dict[str, dict]:
                         raise BadInputError(path, f"line {ln}: expected a JSON object")
                     records.append(rec)
         elif suffix in (".csv", ".parquet"):
-            df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
-            records = df.to_dict("records")
+            records = read_records(path)
         else:
             raise BadInputError(path, "labels must be .csv, .jsonl or .parquet")
     except BadInputError:

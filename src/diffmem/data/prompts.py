@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from ..errors import BadInputError, DiffmemError
-from ..io.results import to_jsonable, write_text
+from ..io.results import read_records, to_jsonable, write_text
 from .labels import as_bool
 
 __all__ = ["PromptEntry", "read_prompts", "write_prompts", "WEBSTER_MEMORIZED_TYPES"]
@@ -164,12 +163,13 @@ def read_prompts(path: str | Path) -> list[PromptEntry]:
             entries.append(_entry_from_record(rec, k, path, f"line {ln}", default))
     elif suffix in (".parquet", ".csv"):
         try:
-            df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+            rows = read_records(path)
         except Exception as e:  # pyarrow / pandas raise many types for a bad file
             raise BadInputError(path, f"cannot read as {suffix[1:]}: {e}") from None
-        if not any(f in df.columns for f in _TEXT_FIELDS):
-            raise BadInputError(path, f"no text column (one of {', '.join(_TEXT_FIELDS)}); columns are {list(df.columns)}")
-        for k, rec in enumerate(df.to_dict("records")):
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        if rows and not any(f in columns for f in _TEXT_FIELDS):
+            raise BadInputError(path, f"no text column (one of {', '.join(_TEXT_FIELDS)}); columns are {columns}")
+        for k, rec in enumerate(rows):
             entries.append(_entry_from_record(rec, k, path, f"row {k + 1}", None))
     elif suffix in ("", ".txt", ".text", ".prompts"):
         try:

@@ -39,10 +39,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ..device import configure_faiss
 from ..errors import DiffmemError, PolicyMismatchError
 from ..features.policy import policy_fingerprint
 from ..io.atomic import atomic_output
 from ..io.results import environment, read_json, write_json
+
+configure_faiss(faiss)  # the CLI's --threads, set before the command imported FAISS
 
 FORMAT = "diffmem-index/1"
 METRICS = ("ip", "l2")
