@@ -16,8 +16,16 @@ import pytest
 
 from diffmem.errors import BadInputError
 from diffmem.io import video as V
-from diffmem.io.video import (Frames, TruncatedVideoWarning, apply_display_matrix, probe,
-                              read_frames, resize_frames, sample_times, write_video)
+from diffmem.io.video import (
+    Frames,
+    TruncatedVideoWarning,
+    apply_display_matrix,
+    probe,
+    read_frames,
+    resize_frames,
+    sample_times,
+    write_video,
+)
 
 BITS = 6
 

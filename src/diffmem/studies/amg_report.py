@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadInputError
+from ..io.embed import gif_data_uri
 from ..io.figures import COLORS, LinePanel, line_figure
-from ..io.html import config_block, esc, gif_data_uri, img, page, table
+from ..io.html import config_block, esc, img, page, table
 from ..io.results import read_json, write_text
 from ..io.video import read_frames
 from ..metrics.quality import feature_space, quality_distance

@@ -7,8 +7,9 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..index.content import read_item_frames
+from ..io.embed import png_data_uri
 from ..io.figures import HistPanel, histogram_figure
-from ..io.html import config_block, esc, img, page, png_data_uri, table
+from ..io.html import config_block, esc, img, page, table
 
 MAX_REPORT_ITEMS = 100  # flagged items shown with pictures in report.html (all are in the tables)
 

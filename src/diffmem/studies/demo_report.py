@@ -8,8 +8,9 @@ import pandas as pd
 from ..data.labels import read_labels
 from ..data.prompts import read_prompts
 from ..detect.evaluate import roc_curves
+from ..io.embed import clip_data_uri
 from ..io.figures import roc_figure
-from ..io.html import clip_data_uri, esc, img, page, table
+from ..io.html import esc, img, page, table
 from .demo_result import DemoResult, Stage, pct_text, value_text
 from .extract_report import examples_from, pairs_html
 

@@ -11,8 +11,9 @@ import pandas as pd
 
 from ..index import VectorIndex
 from ..index.content import content_items
+from ..io.embed import clip_data_uri
 from ..io.figures import HistPanel, histogram_figure
-from ..io.html import clip_data_uri, config_block, esc, img, page, table
+from ..io.html import config_block, esc, img, page, table
 from ..io.results import read_json
 from .extract_tables import CONTENT_VERDICTS, present
 

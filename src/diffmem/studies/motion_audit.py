@@ -33,7 +33,8 @@ from ..flow import get_estimator, to_common_resolution
 from ..flow.visualize import colour_wheel, flow_to_rgb
 from ..index.content import content_items
 from ..index.motion import MOTION_SUBFOLDER, MotionIndex, build_motion_index, check_motion_policy, prebuilt_motion_index
-from ..io.html import esc, gif_data_uri, img, png_data_uri
+from ..io.embed import gif_data_uri, png_data_uri
+from ..io.html import esc, img
 from ..io.video import probe
 from ..metrics.motion import MotionMatch, MotionResult, NMFConfig, assess_window, duplicate_groups, summarize
 
