@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from diffmem.errors import PolicyMismatchError
-from diffmem.flow import FlowPolicy
-from diffmem.world.synthetic import motion_corpus
 from diffmem.features.motion import MotionPolicy, describe_motion
+from diffmem.flow import FlowPolicy
 from diffmem.index.motion import MotionIndex, build_motion_index
 from diffmem.studies.motion_audit import MotionAuditConfig, MotionAuditor, audit_motion, motion_match_html
+from diffmem.world.synthetic import motion_corpus
 
 CORPUS = dict(n_frames=10, n_sprites=8, n_duplicates=5, pan_directions=4, pans_per_direction=5, n_zooms=0,
               n_stills=2, n_copies=4, n_subclips=2, n_novel=4, n_new_pans=4, n_new_stills=2, n_new_zooms=0)
@@ -153,8 +153,8 @@ def test_html_fragment_shows_both_clips_and_flows(corpus):
 def _clip_files(tmp_path):
     """Three training videos on disk (one a byte copy of another), an image, and a broken file."""
     from diffmem.data.manifest import Item
-    from diffmem.world.synthetic import random_trajectory, sprite_video
     from diffmem.io.video import write_video
+    from diffmem.world.synthetic import random_trajectory, sprite_video
 
     rng = np.random.default_rng(5)
     items = []
@@ -268,9 +268,9 @@ def test_audit_end_to_end_with_the_motion_part(tmp_path):
     import pandas as pd
 
     from diffmem.data.manifest import Item, write_manifest
-    from diffmem.world.synthetic import camera_video, random_trajectory, sprite_video, still_video
     from diffmem.io.video import write_video
     from diffmem.studies.audit import audit
+    from diffmem.world.synthetic import camera_video, random_trajectory, sprite_video, still_video
 
     rng = np.random.default_rng(11)
     (tmp_path / "train").mkdir()
@@ -344,6 +344,7 @@ def test_a_low_frame_rate_copy_is_audited_at_its_own_rate(tmp_path):
     frame repeats, so every other flow is zero and the windows cannot match; the audit now compares motion
     at the sample's own rate (performance issue, item 3; `diffmem extract` already did)."""
     from diffmem.data.manifest import Item
+    from diffmem.features.motion import read_motion_frames, repeated_pairs
     from diffmem.io.video import write_video
     from diffmem.studies.audit import audit
     from diffmem.studies.motion_audit import at_rate, lowest_rate
@@ -366,3 +367,8 @@ def test_a_low_frame_rate_copy_is_audited_at_its_own_rate(tmp_path):
     rec = res.items[0]
     assert res.config["motion"]["policy"]["fps"] == 4.0
     assert rec["motion_memorized"] and rec["motion_match"]["train_id"] == "bounce", rec.get("motion_score")
+    # counted: 7 flows between 8 distinct frames, none between a frame and itself; at the policy's 8 fps the
+    # same file gives 16 samples of 8 frames, every other pair a frame and itself
+    assert (res.summary["motion_flow_pairs"], res.summary["motion_repeated_pairs"]) == (7, 0)
+    frames, idx = read_motion_frames(tmp_path / "gen" / "copy4fps.mp4", MotionAuditConfig().policy, with_indices=True)
+    assert len(frames) == 16 and repeated_pairs(idx) == 8

@@ -148,7 +148,17 @@ def describe_motion(frames: np.ndarray, policy: MotionPolicy | None = None,
     return VideoMotion.from_flows(flows, policy.grid, policy.k)
 
 
-def read_motion_frames(path: str | Path, policy: MotionPolicy) -> np.ndarray:
-    """Frames of a video sampled the way `policy` says (fps, max_frames). Raises BadInputError."""
-    arr = read_frames(path, fps=policy.fps).array
-    return arr if policy.max_frames is None else arr[: policy.max_frames]
+def read_motion_frames(path: str | Path, policy: MotionPolicy, *, with_indices: bool = False):
+    """Frames of a video sampled the way `policy` says (fps, max_frames). Raises BadInputError.
+    with_indices: (frames, the source frame number of each) instead of the frames alone."""
+    fr = read_frames(path, fps=policy.fps)
+    n = len(fr) if policy.max_frames is None else min(len(fr), policy.max_frames)
+    return (fr.array[:n], np.asarray(fr.indices[:n], np.int64)) if with_indices else fr.array[:n]
+
+
+def repeated_pairs(indices) -> int:
+    """Consecutive sampled frames that are the same source frame: sampling a video above its own frame rate
+    gives them, and the optical flow between a frame and itself is zero (so a window of them cannot match
+    any training motion)."""
+    idx = np.asarray(indices)
+    return int(np.count_nonzero(idx[1:] == idx[:-1])) if idx.size > 1 else 0

@@ -250,6 +250,7 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
 def _summary(items: list[dict], tau: float, manifest, skipped, seconds: float) -> dict:
     scores = np.array([it["content_score"] for it in items], dtype=np.float64)
     counts = {v: sum(it["verdict"] == v for it in items) for v in VERDICTS}
+    motion = any("motion_n_flows" in it for it in items)
     return {
         "n_generated": len(manifest.items) + len(manifest.skipped),
         "n_audited": len(items),
@@ -262,6 +263,9 @@ def _summary(items: list[dict], tau: float, manifest, skipped, seconds: float) -
         "table": copy_table(scores, extra_thresholds=(tau,)),
         "mean_coverage": float(np.mean([it["coverage"] for it in items])) if items else 0.0,
         "n_truncated": int(sum(bool(it.get("truncated")) for it in items)),  # scored from the frames that decoded
+        # motion part: flows computed, and how many of them were between a frame and itself (should be 0)
+        "motion_flow_pairs": int(sum(it.get("motion_n_flows") or 0 for it in items)) if motion else None,
+        "motion_repeated_pairs": int(sum(it.get("motion_repeated_pairs") or 0 for it in items)) if motion else None,
         "seconds": round(seconds, 2),
     }
 

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError, Skipped
-from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames
+from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames, repeated_pairs
 from ..flow import get_estimator, to_common_resolution
 from ..flow.visualize import colour_wheel, flow_to_rgb
 from ..index.content import content_items
@@ -175,8 +175,11 @@ class MotionPart:
 
     def score(self, item, frames) -> dict:
         same_rate = self.fps == self.policy.fps and self.policy.max_frames is None
-        arr = frames.array if same_rate else read_motion_frames(item.path, self.policy)
-        return motion_record(self.auditor.score_frames(item.id, arr))
+        arr, idx = (frames.array, frames.indices) if same_rate else read_motion_frames(item.path, self.policy,
+                                                                                       with_indices=True)
+        # counted, so that an audit shows it compared no frame with itself (motion is sampled at the clip's
+        # own rate when it is lower than the policy's: `at_rate`)
+        return {**motion_record(self.auditor.score_frames(item.id, arr)), "motion_repeated_pairs": repeated_pairs(idx)}
 
     def flagged(self, record: dict) -> bool:
         return bool(record.get("motion_memorized"))
