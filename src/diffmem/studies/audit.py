@@ -40,14 +40,16 @@ from tqdm.auto import tqdm
 
 from ..data.manifest import load_manifest
 from ..errors import BadInputError, DiffmemError, Skipped
-from ..index.content import DEFAULT_FPS, ItemFrames, build_content_index, open_content_index, read_item_frames
+from ..index.content import DEFAULT_FPS, ItemFrames, build_content_index, open_content_index, prefetch_frames
 from ..io.lock import writes_folder
 from ..io.results import environment, read_json, write_json, write_parquet, write_text
-from ..metrics.content import copy_table, score_item
+from ..metrics.content import copy_table, score_items
 from .audit_report import render_report
 from .motion_audit import MotionAuditConfig, lowest_rate, motion_part
 
 VERDICTS = ("content", "motion", "both", "none")
+#: generated items scored together (one content search), and at most lost when an audit is killed
+AUDIT_CHUNK = 32
 
 
 def verdict(content: bool, motion: bool | None = None) -> str:
@@ -101,8 +103,17 @@ class ContentPart:
                            len(self.index), self.index.factory, self.index.meta.get("search_params", "")])
 
     def score(self, item, frames: ItemFrames) -> dict:
-        desc = self.descriptor.encode(frames.array, batch_size=self.batch_size)
-        r = score_item(item.id, desc, self.index, self.threshold)
+        return self.score_many([item], [frames])[0]
+
+    def score_many(self, items, frames: Sequence[ItemFrames]) -> list[dict]:
+        """`score` for several items, with one index search for all their frames (`metrics.content.score_items`);
+        each item's frames are described on their own, so its descriptors do not depend on its neighbours."""
+        descs = [self.descriptor.encode(f.array, batch_size=self.batch_size) for f in frames]
+        results = score_items([(it.id, d) for it, d in zip(items, descs)], self.index, self.threshold)
+        return [self._fields(r, f) for r, f in zip(results, frames)]
+
+    @staticmethod
+    def _fields(r, frames: ItemFrames) -> dict:
         m = r.match
         return {
             "content_score": r.content_score, "coverage": r.coverage, "content_memorized": r.memorized,
@@ -201,38 +212,57 @@ def audit(generated, train_or_index, out, *, descriptor: Any = None, policy: str
     skipped = [{**s.as_dict(), "set": "generated"} for s in manifest.skipped]
     skipped += [{**dict(s), "set": "train"} for s in index.skipped]
     items_dir = out / "items"
-    records: list[dict] = []
-    bar = manifest.items
-    if progress:
-        bar = tqdm(manifest.items, desc="auditing", unit="item", leave=False)
-    for it in bar:
+    done: dict[str, dict] = {}  # item id -> its record, or {"skipped": ...}
+    todo = []
+    for it in manifest.items:
         rec_path = items_dir / f"{hashlib.sha1(it.id.encode()).hexdigest()[:20]}.json"
         if rec_path.exists():
             try:
                 stored = read_json(rec_path)
                 if stored.get("audit_key") == key and stored.get("id") == it.id:
-                    if stored.get("skipped"):
-                        skipped.append(stored["skipped"])
-                    else:
-                        records.append(stored)
+                    done[it.id] = stored
                     continue
             except (OSError, ValueError):
                 pass  # a damaged record is recomputed
-        try:
-            frames = read_item_frames(it.path, fps)
-        except BadInputError as e:
-            sk = {**Skipped(it.id, str(it.path), e.reason).as_dict(), "set": "generated"}
-            skipped.append(sk)
-            write_json(rec_path, {"audit_key": key, "id": it.id, "skipped": sk})
-            continue
-        rec = {"id": it.id, "path": str(it.path), "caption": it.caption, "kind": it.kind,
-               "n_frames": int(len(frames.array)), "truncated": frames.truncated}
+        todo.append((it, rec_path))
+    bar = tqdm(total=len(manifest.items), initial=len(done), desc="auditing", unit="item", leave=False,
+               disable=not progress)
+    # Items go through in chunks: decoded ahead in a thread (`prefetch_frames`), then each part scores the
+    # chunk (the content part with one index search for all its frames); every record is written as soon as
+    # its chunk is done, so a killed audit loses at most one chunk.
+    for lo in range(0, len(todo), AUDIT_CHUNK):
+        chunk = todo[lo:lo + AUDIT_CHUNK]
+        paths = {it.id: rec_path for it, rec_path in chunk}
+        ready = []
+        for it, frames in prefetch_frames([it for it, _ in chunk], fps):
+            if isinstance(frames, BadInputError):
+                sk = {**Skipped(it.id, str(it.path), frames.reason).as_dict(), "set": "generated"}
+                done[it.id] = {"audit_key": key, "id": it.id, "skipped": sk}
+                write_json(paths[it.id], done[it.id])
+                bar.update(1)
+            else:
+                ready.append((it, frames))
+        recs = [{"id": it.id, "path": str(it.path), "caption": it.caption, "kind": it.kind,
+                 "n_frames": int(len(frames.array)), "truncated": frames.truncated} for it, frames in ready]
         for p in all_parts:
-            rec.update(p.score(it, frames))
-        flags = {p.name: p.flagged(rec) for p in all_parts}
-        rec["verdict"] = verdict(flags.get("content", False), flags.get("motion"))
-        write_json(rec_path, {**rec, "audit_key": key})
-        records.append({**rec, "audit_key": key})
+            fields = (p.score_many([it for it, _ in ready], [f for _, f in ready]) if hasattr(p, "score_many")
+                      else [p.score(it, f) for it, f in ready])
+            for rec, f in zip(recs, fields):
+                rec.update(f)
+        for rec in recs:
+            flags = {p.name: p.flagged(rec) for p in all_parts}
+            rec["verdict"] = verdict(flags.get("content", False), flags.get("motion"))
+            done[rec["id"]] = {**rec, "audit_key": key}
+            write_json(paths[rec["id"]], done[rec["id"]])
+            bar.update(1)
+    bar.close()
+    records: list[dict] = []
+    for it in manifest.items:  # manifest order, whatever was resumed
+        r = done[it.id]
+        if "skipped" in r:
+            skipped.append(r["skipped"])
+        else:
+            records.append(r)
 
     items = [{k: v for k, v in r.items() if k != "audit_key"} for r in records]
     summary = _summary(items, content.threshold, manifest, skipped, time.perf_counter() - t0)

@@ -124,10 +124,11 @@ def content_duplicate_groups(content_index, threshold: float = 0.95) -> dict[str
         return {}
     ids = meta["item_id"].to_numpy(object)
     uniq, inv = np.unique(ids, return_inverse=True)
-    first = np.full(len(uniq), len(ids))
-    np.minimum.at(first, inv, np.arange(len(ids)))
-    vecs = np.zeros((len(uniq), content_index.dim), np.float64)
-    np.add.at(vecs, inv, content_index.vectors())
+    # per-item sums by one sorted reduce (np.add.at over 21 k frames was 0.5 s of a 7 s audit)
+    by_item = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[by_item], np.arange(len(uniq)))
+    first = by_item[starts]  # each item's first row in index order (stable sort)
+    vecs = np.add.reduceat(content_index.vectors()[by_item].astype(np.float64), starts, axis=0)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     order = np.argsort(first, kind="stable")  # index order, so group ids do not depend on sorting of ids
     return duplicate_groups([str(uniq[i]) for i in order], vecs[order].astype(np.float32), threshold)
