@@ -3,12 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffmem.world.clips import ClipSpec, render_clip
 from diffmem.errors import DiffmemError, PolicyMismatchError
 from diffmem.index import VectorIndex, build_content_index, open_content_index
 from diffmem.index import content as content_mod
 from diffmem.io.image import write_image
 from diffmem.io.video import write_video
+from diffmem.world.clips import ClipSpec, render_clip
 
 SPECS = [ClipSpec.make("cat", "grass", "linear", "right", size=48, n_frames=16),
          ClipSpec.make("rocket", "bricks", "circle", "cw", size=48, n_frames=16),
@@ -235,3 +235,29 @@ def test_prefetch_reads_ahead_in_order_and_passes_errors_on(tmp_path, monkeypatc
     assert next(gen)[0].id == "a"
     gen.close()  # the consumer stops after one item
     assert len(started) <= 3  # a, b, and the one queued when a was handed out; nothing after the close
+
+
+def test_item_workers_give_the_same_index_as_one(built, tmp_path):
+    """Items described in parallel threads (the default on a machine with spare cores) are added in item
+    order with the vectors one thread gives: an item's descriptors do not depend on its neighbours."""
+    root, manifest, _ = built
+    one = build_content_index(manifest, tmp_path / "one", fps=4.0, progress=False, workers=1)
+    three = build_content_index(manifest, tmp_path / "three", fps=4.0, progress=False, workers=3)
+    a, b = VectorIndex.open(one.index.folder), VectorIndex.open(three.index.folder)
+    assert np.array_equal(a.vectors(), b.vectors())
+    assert a.metadata.equals(b.metadata) and [s.id for s in three.skipped] == ["broken"]
+
+
+def test_item_workers_fill_the_cores_left_by_torchs_threads(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(content_mod.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert content_mod.item_workers() == 4            # 8 cores / 2 threads per operation
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert content_mod.item_workers() == content_mod.MAX_ITEM_WORKERS == 4  # capped
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert content_mod.item_workers() == 1 and content_mod.item_workers(gpu=True) == 1
+    assert content_mod.item_workers(3) == 3
+    with pytest.raises(DiffmemError, match="workers must be >= 1"):
+        content_mod.item_workers(0)
