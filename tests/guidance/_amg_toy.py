@@ -9,6 +9,7 @@ persists, as it does in a trained model. eps follows from x0: (x_t - sqrt(abar) 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,13 @@ class Memorizer(DenoiserAdapter):
 
     def decode(self, latents):
         return ((latents + 1) / 2).permute(0, 2, 3, 4, 1)
+
+    # what `guidance.reference.sample_space_training` reads the training set with (as the built-in models)
+    cfg = SimpleNamespace(kind="video", size=SHAPE[2], frames=SHAPE[1], fps=8.0)
+
+    def encode_frames(self, frames):
+        """uint8 (B, F, H, W, 3) -> pixel latents (B, 3, F, H, W) in [-1, 1]: the inverse of decode."""
+        return (torch.as_tensor(frames).float() / 255 * 2 - 1).permute(0, 4, 1, 2, 3)
 
     def latent_shape(self, num_frames=None, height=None, width=None):
         return SHAPE

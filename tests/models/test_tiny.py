@@ -8,8 +8,18 @@ import torch
 
 from diffmem.errors import BadInputError, DiffmemError
 from diffmem.models import load_adapter
-from diffmem.models.tiny import (NULL, UNK, TinyAdapter, TinyConfig, TinyModel, build_vocab, file_sha256, load_tiny,
-                                 save_tiny, words)
+from diffmem.models.tiny import (
+    NULL,
+    UNK,
+    TinyAdapter,
+    TinyConfig,
+    TinyModel,
+    build_vocab,
+    file_sha256,
+    load_tiny,
+    save_tiny,
+    words,
+)
 
 CAPTIONS = ["a cat moves right across grass", "a picture of a face on stars"]
 
@@ -53,6 +63,12 @@ def test_adapter_shapes(kind):
     assert 0 <= float(frames.min()) and float(frames.max()) <= 1
     with pytest.raises(DiffmemError, match="16x16 only"):
         ad.latent_shape(height=32)
+    # encode_frames is the sampler's space (what decode reads): latents of decoded frames decode to them again
+    # up to the uint8 rounding (the autoencoder's basis is orthonormal, so decode(encode(decode(z))) = decode(z))
+    u8 = (frames * 255).round().to(torch.uint8)
+    z2 = ad.encode_frames(u8 if kind == "video" else u8[:, :1])
+    assert tuple(z2.shape) == (3, *shape)
+    assert float((ad.decode(z2) - frames).abs().max()) < 0.02
 
 
 def test_conditioning_reaches_the_output():
@@ -184,9 +200,9 @@ def test_noise_schedule_equals_diffusers_bit_for_bit(config):
 
 
 def test_schedulers_built_from_their_arguments_have_the_from_config_config():
-    import diffusers
-
     import inspect
+
+    import diffusers
 
     ad = TinyAdapter(micro(), "t")
     for name, cls in (("ddim", diffusers.DDIMScheduler), ("ddpm", diffusers.DDPMScheduler)):

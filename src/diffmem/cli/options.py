@@ -153,7 +153,9 @@ def add_amg_knobs(group, prefix: str = "", preset: bool = True) -> None:
     if preset:
         group.add_argument(f"--{prefix}preset", dest="amg_preset", default=None, choices=PRESETS,
                            help="AMG as its authors' code runs it instead of diffmem's default (amg-sd-2024: their "
-                                "Stable Diffusion step logic, scales and schedule; the knobs below do not apply)")
+                                "Stable Diffusion step logic, scales and schedule; amg-iddpm-2024: their CIFAR-10 "
+                                "step, pixel nL2 on x_t guiding DDPM's posterior mean, with --scheduler ddpm; the "
+                                "knobs below do not apply)")
     group.add_argument(f"--{prefix}c1", dest="c1", type=nonnegative, default=a.c1,
                        help=f"despecification constant (default {a.c1})")
     group.add_argument(f"--{prefix}c2", dest="c2", type=nonnegative, default=a.c2,

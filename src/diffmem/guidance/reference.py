@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..data.manifest import load_manifest, manifest_file
@@ -30,12 +31,13 @@ from ..io.atomic import atomic_output
 from ..io.video import read_frames, resize_frames
 from ..metrics.content import content_scores, nearest_training_frames
 from ..metrics.motion import NMFConfig, duplicate_groups
-from .authors import AuthorsSDHook
+from ..models.train import load_training_data
+from .authors import AuthorsIDDPMHook, AuthorsSDHook
 from .config import AMGConfig
 from .hook import AMGHook
 
 #: AMG as its authors ran it (DESIGN.md); diffmem's default is `AMGConfig`
-PRESETS = ("amg-sd-2024",)
+PRESETS = ("amg-sd-2024", "amg-iddpm-2024")
 from .similarity import ContentSimilarity, IndexNeighbours, MemoryNeighbours, MotionProxyPolicy, MotionSimilarity
 
 
@@ -259,19 +261,48 @@ def _fingerprint(obj) -> str:
 
 
 def build_amg_hook(training: TrainingReference, config: AMGConfig = AMGConfig(), *, kind: str = "video",
-                   pre_switch=None, preset: str | None = None) -> AMGHook:
+                   pre_switch=None, preset: str | None = None, adapter=None) -> AMGHook:
     """An `AMGHook` with the content channel, plus the motion channel for video models (when `config.motion`
     and the training set has motion windows); thresholds relative to the reference's tau_c and NMF's tau_m.
     preset "amg-sd-2024": the authors' Stable Diffusion step instead (`guidance.authors`; content only,
-    its own constants: `config` is not used)."""
+    its own constants: `config` is not used); "amg-iddpm-2024": their CIFAR-10 step (pixel nL2 on x_t,
+    DDPM's posterior mean), on the training set in `adapter`'s sample space (`sample_space_training`)."""
     if preset is not None:
         if preset not in PRESETS:
             raise DiffmemError(f"unknown AMG preset {preset!r}; choose from {', '.join(PRESETS)}")
         if pre_switch is not None:
             raise DiffmemError(f"the {preset} preset measures sigma at every step, as its authors did: it takes no guard")
+        if preset == "amg-iddpm-2024":
+            if adapter is None:
+                raise DiffmemError("the amg-iddpm-2024 preset needs the model (its training set is compared in the "
+                                   "model's own sample space)")
+            return AuthorsIDDPMHook(*sample_space_training(training.source, adapter, training.groups))
         return AuthorsSDHook(training.content_similarity(config))
     sims = [training.content_similarity(config)]
     if config.motion and kind == "video" and training.n_motion_windows:
         sims.append(training.motion_similarity(config))
     return AMGHook(sims, config, thresholds={"content": training.tau_c, "motion": NMFConfig().tau_m},
                    pre_switch=pre_switch)
+
+
+def sample_space_training(source, adapter, groups=None, *, progress: bool = False, batch: int = 64):
+    """(samples (N, ...) in the model's sample space, their ids): every training item at the model's size,
+    frames and rate (`models.train.load_training_data`, as the model was trained), encoded by the model,
+    one per group of copies (`groups`: item id -> group id), as the "amg-iddpm-2024" preset's deduplicated
+    neighbours. Needs a model diffmem can encode frames for (the built-in models)."""
+    if not hasattr(adapter, "encode_frames") or not hasattr(adapter, "cfg"):
+        name = getattr(adapter, "name", None) or "this model"
+        raise DiffmemError(f"the amg-iddpm-2024 preset compares x_t with noised training samples in the model's "
+                           f"own space: diffmem cannot encode training items for {name} (the built-in models it can)")
+    data = load_training_data(source, adapter.cfg, progress=progress)
+    groups = dict(groups or {})
+    seen, keep = set(), []
+    for i, item in enumerate(data.ids):
+        g = groups.get(item, item)
+        if g not in seen:
+            seen.add(g)
+            keep.append(i)
+    with torch.no_grad():
+        lat = torch.cat([adapter.encode_frames(torch.as_tensor(data.frames[keep[j:j + batch]])).float().cpu()
+                         for j in range(0, len(keep), batch)])
+    return lat, [data.ids[i] for i in keep]

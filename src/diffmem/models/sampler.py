@@ -10,7 +10,9 @@ hooks in between:
         ...                       # read state.eps_cond, state.eps_uncond, state.x_t, state.alpha_bar_t
         return new_eps_guided     # or None to leave it; `raise StopSampling` to end this batch now
 
-Hooks run in order, each seeing the eps_guided the previous one returned. The loop runs under
+Hooks run in order, each seeing the eps_guided the previous one returned. A hook with an
+`after_step(state, x_prev) -> x_prev` method also sees the scheduler's result and may move it (a shift of
+DDPM's posterior mean: `guidance.authors.AuthorsIDDPMHook`). The loop runs under
 `torch.no_grad()`; a hook that needs a gradient (AMG's dissimilarity term) opens
 `torch.enable_grad()` itself and differentiates through `state.x0_hat()` / `adapter.decode`.
 
@@ -218,6 +220,9 @@ def iter_samples(
                             break
                         eps_g = state.eps_guided
                     x = sched.step(eps_g, t, x, **step_kwargs).prev_sample
+                    for hook in hooks or ():  # a hook that moves the step's result (the posterior mean)
+                        if hasattr(hook, "after_step"):
+                            x = hook.after_step(state, x)
                     steps_run = i + 1
                     bar.update(1)
             if stopped:

@@ -467,6 +467,15 @@ class TinyAdapter(DenoiserAdapter):
         finally:
             layer.record = None
 
+    def encode_frames(self, frames) -> torch.Tensor:
+        """uint8 (or float in [0, 1]) frames (B, F, S, S, 3) -> latents in the sampler's space: (B, C, F, h, w),
+        or (B, C, h, w) for an image model (its first frame)."""
+        x = torch.as_tensor(frames)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        with torch.no_grad():
+            z = self.model.encode_frames(x.to(self.device, self.dtype))
+        return z if self.kind == "video" else z[:, :, 0]
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents if latents.ndim == 5 else latents[:, :, None]
         # frames are float32 whatever the model's dtype (AMG differentiates float32 latents through here)

@@ -328,13 +328,16 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     """
     log = log or (lambda m: None)
     out = Path(out)
+    if preset == "amg-iddpm-2024" and getattr(settings, "scheduler", "ddim") != "ddpm":
+        raise DiffmemError("--amg-preset amg-iddpm-2024 guides DDPM's posterior mean, as its authors' code did: "
+                           "sample with --scheduler ddpm")
     adapter = load_adapter(model, device, dtype=dtype, config=model_config)
     pre = MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None)) if guard is not None else None
     size = int(adapter.decode(_zeros_latents(adapter)).shape[-2])
     log(f"AMG: training reference from {index}")
     training = TrainingReference.build(index, fps=float(getattr(adapter, "fps", 8.0)), size=size,
                                        cache=out / "amg-cache", content_index=content_index, progress=progress)
-    hook = build_amg_hook(training, amg, kind=adapter.kind, preset=preset, pre_switch=pre)
+    hook = build_amg_hook(training, amg, kind=adapter.kind, preset=preset, pre_switch=pre, adapter=adapter)
     extra = {"amg": {"settings": amg.as_dict() if preset is None else {"preset": preset}, "config": hook.describe(), "index": str(index),
                      "similarities": [s.kind for s in hook.similarities],
                      "descriptor": training.descriptor.policy.as_dict()}}
