@@ -86,3 +86,17 @@ def test_bad_inputs_are_refused_clearly():
         video_flow(np.zeros((2, 8, 8, 3), np.uint8), FlowPolicy("farneback"), get_estimator("dis"))
     with pytest.raises(DiffmemError, match="DIS preset"):
         get_estimator("dis", preset="slow")
+
+
+def test_one_dis_estimator_shared_by_threads_gives_each_the_flow_it_gives_alone():
+    """The audit computes several clips' flow at once with one estimator: each thread gets its own OpenCV
+    object, so the flows are those of one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    est = get_estimator("dis")
+    videos = [camera_video("translate", (0.5 * s, -1.0), n_frames=4, size=(64, 64), seed=s)[0] for s in range(8)]
+    alone = [est.video(v) for v in videos]
+    with ThreadPoolExecutor(4) as ex:
+        shared = list(ex.map(est.video, videos))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
+    assert not np.array_equal(alone[0], alone[1])  # different inputs, different flows: the check can fail

@@ -1,6 +1,8 @@
 """OpenCV flow: DIS (the default: fast, accurate on small frames) and Farneback (the classic baseline)."""
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -30,8 +32,16 @@ class DISFlow(FlowEstimator):
         if preset not in _DIS_PRESETS:
             raise DiffmemError(f"unknown DIS preset {preset!r}; choose one of {sorted(_DIS_PRESETS)}")
         self.preset, self.finest_scale = preset, finest_scale
-        self._dis = cv2.DISOpticalFlow_create(getattr(cv2, _DIS_PRESETS[preset]))
-        self._dis.setFinestScale(int(finest_scale))
+        self._local = threading.local()  # one OpenCV object per thread: the audit computes flow in several
+        self._dis  # made now for this thread, so a bad preset fails here
+
+    @property
+    def _dis(self):
+        dis = getattr(self._local, "dis", None)
+        if dis is None:
+            dis = self._local.dis = cv2.DISOpticalFlow_create(getattr(cv2, _DIS_PRESETS[self.preset]))
+            dis.setFinestScale(int(self.finest_scale))
+        return dis
 
     def pair(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         flow = self._dis.calc(_grey(first), _grey(second), None)

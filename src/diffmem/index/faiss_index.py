@@ -455,7 +455,8 @@ class VectorIndex:
         """k nearest vectors of each query: (scores (Q,k) float32, ids (Q,k) int64, -1 where fewer exist).
 
         metric "ip": scores are inner products, highest first; "l2": squared distances, lowest first.
-        Compressed factories fetch k * rerank candidates and re-rank them with the exact vectors."""
+        Compressed factories, and the L2 metric, fetch k * rerank candidates and re-rank them with the exact
+        vectors (FAISS computes L2 by BLAS, `device.BLAS_THRESHOLD`, which is inexact for small distances)."""
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
         if q.ndim == 1:
             q = q[None]
@@ -468,9 +469,9 @@ class VectorIndex:
             return np.full((nq, k), fill, np.float32), np.full((nq, k), -1, np.int64)
         if params:
             faiss.ParameterSpace().set_index_parameters(index, params)
-        if is_exact(self.factory):
+        if is_exact(self.factory) and self.metric == "ip":
             d, i = index.search(q, min(k, index.ntotal))
-        else:
+        else:  # compressed, or L2 (BLAS's |q|^2 + |x|^2 - 2 q.x loses near-duplicates' small distances)
             kk = min(index.ntotal, max(k * max(int(rerank), 1), k))
             _, cand = index.search(q, kk)
             d, i = self._rerank(q, cand, k)

@@ -31,7 +31,7 @@ from ..errors import BadInputError, Skipped
 from ..features.motion import MotionPolicy, VideoMotion, describe_motion, read_motion_frames, repeated_pairs
 from ..flow import get_estimator, to_common_resolution
 from ..flow.visualize import colour_wheel, flow_to_rgb
-from ..index.content import content_items
+from ..index.content import content_items, item_workers, map_items
 from ..index.motion import MOTION_SUBFOLDER, MotionIndex, build_motion_index, check_motion_policy, prebuilt_motion_index
 from ..io.embed import gif_data_uri, png_data_uri
 from ..io.html import esc, img
@@ -175,12 +175,28 @@ class MotionPart:
         return json.dumps([self.auditor.config.as_dict(), self.index.index.fingerprint, len(self.index), groups])
 
     def score(self, item, frames) -> dict:
+        return self.score_many([item], [frames])[0]
+
+    def score_many(self, items, frames) -> list[dict]:
+        """`score` for several items: their flow in parallel threads (`index.content.item_workers`; flow is
+        most of an audit, and an item's flow does not depend on which thread computes it), then the motion
+        searches in item order."""
         same_rate = self.fps == self.policy.fps and self.policy.max_frames is None
-        arr, idx = (frames.array, frames.indices) if same_rate else read_motion_frames(item.path, self.policy,
-                                                                                       with_indices=True)
-        # counted, so that an audit shows it compared no frame with itself (motion is sampled at the clip's
-        # own rate when it is lower than the policy's: `at_rate`)
-        return {**motion_record(self.auditor.score_frames(item.id, arr)), "motion_repeated_pairs": repeated_pairs(idx)}
+        estimator = self.auditor.estimator
+
+        def describe(pair):
+            item, fr = pair
+            arr, idx = (fr.array, fr.indices) if same_rate else read_motion_frames(item.path, self.policy,
+                                                                                   with_indices=True)
+            # repeated frames counted, so that an audit shows it compared no frame with itself (motion is
+            # sampled at the clip's own rate when it is lower than the policy's: `at_rate`)
+            return describe_motion(arr, self.policy, estimator), repeated_pairs(idx)
+
+        workers = 1 if estimator.name == "raft" else item_workers()  # RAFT: one model, its own threads
+        described = [got for _, got in map_items(list(zip(items, frames)), describe, workers=workers,
+                                                  ahead=2 * workers)]
+        return [{**motion_record(self.auditor.score_motion(it.id, motion)), "motion_repeated_pairs": rep}
+                for it, (motion, rep) in zip(items, described)]
 
     def flagged(self, record: dict) -> bool:
         return bool(record.get("motion_memorized"))
