@@ -14,7 +14,7 @@ def test_defaults_are_the_ones_the_cli_runs():
     assert (c.schedule, c.content_lo, c.content_hi, c.content_lambda) == ("exponential", 0.97, 1.0, None)
     assert (c.motion, c.motion_lo, c.motion_hi, c.motion_weight) == (True, 0.75, 0.9, 1.0)
     assert (c.terms, c.switch, c.caption_mode, c.caption_top, c.check_every) == (
-        ("spe", "dup", "sim"), "threshold", "frequent", 10, 3)
+        ("spe", "dup", "sim"), "threshold", "frequent", 10, 5)
 
 
 def test_thresholds_by_hand():
