@@ -91,12 +91,10 @@ def write_parquet(path: str | Path, rows: Iterable[dict] | "pandas.DataFrame") -
     DataFrame. Column types follow pandas' rules (ints with a missing value are float64)."""
     if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a DataFrame
         columns = {str(c): to_jsonable(rows[c].tolist()) for c in rows.columns}  # NaN -> None
-        n = len(rows)
     else:
         rows = [to_jsonable(r) for r in rows]
-        names = list(dict.fromkeys(k for r in rows for k in r))
-        columns = {c: [r.get(c) for r in rows] for c in names}
-        n = len(rows)
+        columns = {c: [r.get(c) for r in rows] for c in dict.fromkeys(k for r in rows for k in r)}
+    n = len(rows)
     nested = []
     for col, values in columns.items():
         if any(isinstance(v, (dict, list, tuple)) for v in values):

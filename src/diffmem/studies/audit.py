@@ -66,7 +66,9 @@ def verdict(content: bool, motion: bool | None = None) -> str:
 
 class AuditPart(Protocol):
     """One kind of evidence. `score` returns the fields it adds to the item's record; `flagged` reads
-    its own flag from those fields. `key` changes whenever a stored result would no longer be valid."""
+    its own flag from those fields. `key` changes whenever a stored result would no longer be valid. A part
+    may also have `score_many(items, frames) -> list of fields`, which the audit calls with a chunk of items
+    (the content part searches once per chunk, the motion part computes flow in parallel)."""
 
     name: str
 
