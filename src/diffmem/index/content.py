@@ -133,9 +133,9 @@ def build_content_index(train, out, *, descriptor: Any = "builtin", policy: str 
     report.already = len(manifest.items) - len(todo)
     bar = _progress(todo, progress, f"indexing {len(todo)} items")
 
-    def extract(it):  # in a worker thread: one item's frames and vectors, or why it was skipped
+    def extract(it):  # in a worker thread: one item's vectors and rows (as the Ray engine's), or why it was skipped
         try:
-            return describe_item(desc, it.id, it.path, it.caption, it.kind, read_item_frames(it.path, fps), batch_size)
+            return extract_item(desc, it.id, it.path, it.caption, it.kind, fps, batch_size)
         except BadInputError as e:
             return e
 
