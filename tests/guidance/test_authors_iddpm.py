@@ -132,3 +132,27 @@ def test_the_preset_runs_through_generate_on_the_toy_memorizer(tmp_path):
     assert trace["config"]["preset"] == "amg-iddpm-2024" and trace["config"]["n_train"] == 2
     sigma = trace["trace"]["sigma"]["pixel"]
     assert len(sigma) == 10 and all(s is None or s < 0 for s in sigma)
+
+
+def test_the_preset_is_a_variant_of_amg_evaluate_with_ddpm_sampling(tmp_path):
+    """`diffmem amg evaluate --scheduler ddpm --ablations baseline amg-iddpm-2024` compares it with plain DDPM
+    sampling on the same seeds; with DDIM the variant is refused before any sample is made."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from diffmem.studies.amg import EvalConfig, evaluate_amg
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _amg_toy import Memorizer, write_toy_training_set
+
+    adapter = Memorizer(write_toy_training_set(tmp_path / "toy"))
+    with pytest.raises(DiffmemError, match="--scheduler ddpm"):
+        evaluate_amg(adapter, tmp_path / "toy" / "prompts.jsonl", tmp_path / "toy", tmp_path / "ddim",
+                     EvalConfig(n=1, steps=4, guidance=3.0, variants=("baseline", "amg-iddpm-2024")))
+    assert not (tmp_path / "ddim" / "variants").exists() and not (tmp_path / "ddim" / "cache").exists()
+    res = evaluate_amg(adapter, tmp_path / "toy" / "prompts.jsonl", tmp_path / "toy", tmp_path / "ev",
+                       EvalConfig(n=1, steps=4, guidance=3.0, scheduler="ddpm", variants=("baseline", "amg-iddpm-2024")))
+    assert [r["variant"] for r in res["table"]] == ["baseline", "amg-iddpm-2024"]
+    gen = json.loads((tmp_path / "ev" / "variants" / "amg-iddpm-2024" / "generation.json").read_text())
+    assert gen["settings"]["scheduler"] == "ddpm" and gen["extra_settings"]["amg"]["config"]["preset"] == "amg-iddpm-2024"

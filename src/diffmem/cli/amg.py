@@ -50,9 +50,11 @@ def register(sub):
     e.add_argument("--seed", type=natural, default=d.seed, help=f"seed of sample 0; sample k uses seed+k (default {d.seed})")
     e.add_argument("--steps", type=count, default=d.steps, help=f"denoising steps (default {d.steps})")
     e.add_argument("--guidance", type=nonnegative, default=d.guidance, help=f"CFG scale s0 (default {d.guidance})")
+    e.add_argument("--scheduler", choices=("ddim", "ddpm"), default=d.scheduler,
+                   help="the sampler of every variant (default ddim; ddpm for amg-iddpm-2024)")
     e.add_argument("--ablations", nargs="*", default=None, metavar="VARIANT", choices=[*VARIANTS, *OTHER_VARIANTS],
                    help=f"variants to run on the same prompts and seeds (default: {' '.join(DEFAULT_VARIANTS)}; also: "
-                        f"always, amg-sd-2024 (AMG as its authors' Stable Diffusion code runs it), and the other "
+                        f"always, amg-sd-2024 and amg-iddpm-2024 (AMG as its authors' code runs it), and the other "
                         f"mitigations {' '.join(OTHER_VARIANTS)})")
     add_amg_knobs(e.add_argument_group("AMG (diffmem's full and single-term variants)"), preset=False)
     e.add_argument("--inception", default=None, help="local TorchScript Inception file: report FID")
@@ -71,7 +73,7 @@ def register(sub):
 def run_evaluate(args) -> int:
     from ..studies.amg import DEFAULT_VARIANTS, EvalConfig, evaluate_amg
 
-    cfg = EvalConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+    cfg = EvalConfig(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
                      variants=tuple(args.ablations or DEFAULT_VARIANTS), batch_size=args.batch_size,
                      amg=amg_config_from_args(args), num_frames=args.frames, height=args.height, width=args.width)
     result = evaluate_amg(args.model, args.prompts, args.index, args.out, cfg, inception=args.inception,

@@ -63,6 +63,7 @@ VARIANTS = {
     "full": (("spe", "dup", "sim"), "threshold"),
     "always": (("spe", "dup", "sim"), "always"),
     "amg-sd-2024": (("spe", "dup", "sim"), "threshold"),  # the authors' Stable Diffusion step (guidance.authors)
+    "amg-iddpm-2024": (("sim",), "threshold"),  # their CIFAR-10 step: needs scheduler "ddpm" (guidance.authors)
     "guarded": (("spe", "dup", "sim"), "threshold"),  # full AMG for the samples the detection guard flags
 }
 #: the other mitigations (`diffmem.mitigate`), compared on the same prompts and seeds
@@ -85,6 +86,7 @@ class EvalConfig:
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     batch_size: int = 8
     amg: AMGConfig = field(default_factory=AMGConfig)
+    scheduler: str = "ddim"          # every variant samples with it ("ddpm" for amg-iddpm-2024)
     num_frames: int | None = None   # sample size (diffusers models; None = the model's)
     height: int | None = None
     width: int | None = None
@@ -110,6 +112,9 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     unknown = [v for v in config.variants if v not in VARIANTS and v not in OTHER_VARIANTS]
     if unknown:
         raise DiffmemError(f"unknown AMG variants {unknown}; choose from {', '.join([*VARIANTS, *OTHER_VARIANTS])}")
+    if "amg-iddpm-2024" in config.variants and config.scheduler != "ddpm":
+        raise DiffmemError("the amg-iddpm-2024 variant guides DDPM's posterior mean: run the comparison with "
+                           "--scheduler ddpm (every variant then samples with DDPM)")
     out = Path(out)
     # the FID network is loaded (and its sha256 checked) before any sample is made, not after
     fid_space = InceptionFeatures(inception, device, sha256=inception_sha256) if inception else None
@@ -122,7 +127,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     training = TrainingReference.build(index, fps=fps, size=size, cache=out / "cache", motion_index=motion_index,
                                        motion_frames=motion_frames, progress=progress)
     settings = GenerateConfig(n=config.n, seed=config.seed, steps=config.steps, guidance=config.guidance,
-                              num_frames=config.num_frames, height=config.height, width=config.width)
+                              scheduler=config.scheduler, num_frames=config.num_frames, height=config.height,
+                              width=config.width)
     specs = [{"id": e.id, "prompt": e.prompt, "group": e.group} for e in entries]
     roles = {e.id: (e.evidence or {}).get("role") for e in entries}
 
@@ -152,7 +158,7 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
             terms, switch = VARIANTS[name]
             pre = MemorizationGuard(calibration) if name == "guarded" else None  # a fresh guard per variant
             hook = build_amg_hook(training, replace(config.amg, terms=terms, switch=switch), kind=adapter.kind,
-                                  preset=name if name in PRESETS else None, pre_switch=pre)
+                                  preset=name if name in PRESETS else None, pre_switch=pre, adapter=adapter)
             hooks = [hook]
             extra["amg"] = {"settings": config.amg.as_dict(), "config": hook.describe(),
                             "similarities": [s.kind for s in hook.similarities]}
