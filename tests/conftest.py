@@ -4,6 +4,9 @@ Torch and FAISS run single-threaded in tests: the suite's batches are tiny, and 
 intra-op threads mostly wait on each other (measured 40x slower for small descriptor batches under load,
 and FAISS PQ training 30 s with two OpenMP threads against under 1 s with one).
 """
+import subprocess
+import sys
+
 import pytest
 
 
@@ -28,3 +31,13 @@ def _shards_by_size_only(monkeypatch):
     from diffmem.index.faiss_index import VectorIndex
 
     monkeypatch.setattr(VectorIndex, "COMMIT_SECONDS", float("inf"))
+
+
+@pytest.fixture
+def fresh_python():
+    """Run Python code in a new interpreter (nothing imported yet) and return what it printed: for the
+    checks of what a command or module imports, and of settings made before an import."""
+    def run(code: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    return run

@@ -2,8 +2,6 @@
 import inspect
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +14,14 @@ from diffmem.index import build_content_index
 from diffmem.studies.audit import audit as study_audit
 from diffmem.studies.detect import run_detect
 from diffmem.studies.extract import run_extract
-from diffmem.studies.generate import GenerateConfig, generate as study_generate
+from diffmem.studies.generate import GenerateConfig
+from diffmem.studies.generate import generate as study_generate
 from diffmem.studies.prompts import run_prompts
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_help_shows_the_api_and_import_is_light():
+def test_help_shows_the_api_and_import_is_light(fresh_python):
     import pydoc
 
     text = pydoc.render_doc(diffmem, renderer=pydoc.plaintext)
@@ -31,7 +30,7 @@ def test_help_shows_the_api_and_import_is_light():
         assert name in text, name
     # `import diffmem` alone does not import torch: the CLI's --help stays fast
     code = "import sys, diffmem; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert fresh_python(code).strip() == "False"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         diffmem.nope
 

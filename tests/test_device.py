@@ -22,16 +22,13 @@ def test_bad_input_error_names_file_and_reason():
     assert isinstance(e, DiffmemError)
 
 
-def test_threads_set_before_faiss_is_imported_reach_faiss_when_it_is():
+def test_threads_set_before_faiss_is_imported_reach_faiss_when_it_is(fresh_python):
     """`diffmem detect` never imports FAISS (0.14 s of its start-up); a command that does still gets
     --threads. A fresh process, so that FAISS is not imported yet; n is never the machine's default."""
     import os
-    import subprocess
-    import sys
 
     n = (os.cpu_count() or 1) + 1
     code = (f"import sys; from diffmem.device import set_threads; set_threads({n}); "
             "assert 'faiss' not in sys.modules; import diffmem.index.faiss_index, faiss; "
             "print(faiss.omp_get_max_threads())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == [str(n)]
+    assert fresh_python(code).split() == [str(n)]

@@ -27,16 +27,13 @@ def test_no_command_prints_help_and_succeeds(capsys):
     assert "COMMAND" in capsys.readouterr().out
 
 
-def test_top_level_help_does_not_import_the_library():
+def test_top_level_help_does_not_import_the_library(fresh_python):
     """`diffmem --help` builds only the subcommands' names (each one's full parser imports torch for its
     defaults); the one subcommand given is built in full."""
-    import subprocess
-    import sys
-
     code = ("import sys; from diffmem import cli\n"
             "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('TORCH', 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    out = fresh_python(code)
     assert "TORCH False" in out and "generate" in out
     parser = cli.build_parser("audit")
     args = parser.parse_args(["audit", "g", "t", "--out", "o"])

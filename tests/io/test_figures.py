@@ -1,7 +1,5 @@
 """The report figures (SVG drawn directly): what a test reads back from the document is what was given."""
 import base64
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -72,9 +70,8 @@ def test_line_figure_skips_unmeasured_points_and_marks_steps():
     assert marks.get("data-x") == "1 4" and len(marks) == 2
 
 
-def test_drawing_a_figure_imports_no_plotting_library():
+def test_drawing_a_figure_imports_no_plotting_library(fresh_python):
     code = ("import sys; from diffmem.io.figures import HistPanel, histogram_figure; "
             "histogram_figure([HistPanel(hists=[([1, 2], {})])]); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL', 'torch')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert fresh_python(code).strip() == "[]"

@@ -80,13 +80,9 @@ def test_write_parquet_types_columns_as_pandas_did_and_keeps_text_as_text(tmp_pa
         results.write_parquet(tmp_path / "m.parquet", [{"m": 1}, {"m": "one"}])
 
 
-def test_writing_a_table_does_not_import_pandas():
+def test_writing_a_table_does_not_import_pandas(fresh_python):
     """pandas is 0.27 s of a short command's start-up; `diffmem detect` writes two tables and reads none."""
-    import subprocess
-    import sys
-
     code = ("import sys, tempfile, pathlib; from diffmem.io.results import write_parquet; "
             "write_parquet(pathlib.Path(tempfile.mkdtemp()) / 't.parquet', [{'a': 1, 'b': [1, 2]}]); "
             "print('pandas' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert fresh_python(code).strip() == "False"
