@@ -201,6 +201,14 @@ def noised_nl2(x_t: torch.Tensor, train: torch.Tensor, alpha_bar_t: float, noise
     return nl2.detach(), torch.nan_to_num(grad.detach()), nn[:, 0]
 
 
+def require_ddpm(scheduler: str, where: str = "the amg-iddpm-2024 preset") -> None:
+    """Refuse, before any sample is made, a sampler other than DDPM for the amg-iddpm-2024 preset (the hook
+    checks again at its first step, for callers that sample directly)."""
+    if scheduler != "ddpm":
+        raise DiffmemError(f"{where} guides DDPM's posterior mean, as its authors' code did: sample with "
+                           f"--scheduler ddpm, not {scheduler}")
+
+
 class AuthorsIDDPMHook(AMGHook):
     """The "amg-iddpm-2024" sampler hook (the steps above). `train`: (N, ...) training samples in the model's
     sample space, deduplicated; `ids`: their ids. Needs the DDPM sampler (`SamplerConfig(scheduler="ddpm")`).
@@ -229,8 +237,7 @@ class AuthorsIDDPMHook(AMGHook):
 
     def __call__(self, state) -> None:
         if type(state.scheduler).__name__ != "DDPMScheduler":
-            raise DiffmemError("the amg-iddpm-2024 preset guides DDPM's posterior mean: sample with the ddpm "
-                               f"scheduler (--scheduler ddpm), not {type(state.scheduler).__name__}")
+            require_ddpm(type(state.scheduler).__name__)
         self.stats["steps"] += 1
         b = state.x_t.shape[0]
         t, ab_t = int(state.t), float(state.alpha_bar_t)

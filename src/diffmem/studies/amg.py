@@ -28,6 +28,7 @@ import torch
 from ..data.prompts import read_prompts
 from ..detect.guard import MemorizationGuard
 from ..errors import BadInputError, DiffmemError
+from ..guidance.authors import require_ddpm
 from ..guidance.config import AMGConfig
 from ..guidance.hook import write_traces
 from ..guidance.reference import PRESETS, TrainingReference, build_amg_hook
@@ -112,9 +113,8 @@ def evaluate_amg(model, prompts, index, out: str | Path, config: EvalConfig = Ev
     unknown = [v for v in config.variants if v not in VARIANTS and v not in OTHER_VARIANTS]
     if unknown:
         raise DiffmemError(f"unknown AMG variants {unknown}; choose from {', '.join([*VARIANTS, *OTHER_VARIANTS])}")
-    if "amg-iddpm-2024" in config.variants and config.scheduler != "ddpm":
-        raise DiffmemError("the amg-iddpm-2024 variant guides DDPM's posterior mean: run the comparison with "
-                           "--scheduler ddpm (every variant then samples with DDPM)")
+    if "amg-iddpm-2024" in config.variants:
+        require_ddpm(config.scheduler, "the amg-iddpm-2024 variant (every variant samples with --scheduler)")
     out = Path(out)
     # the FID network is loaded (and its sha256 checked) before any sample is made, not after
     fid_space = InceptionFeatures(inception, device, sha256=inception_sha256) if inception else None
@@ -334,9 +334,8 @@ def generate_with_amg(model, prompts, out: str | Path, settings, index: str | Pa
     """
     log = log or (lambda m: None)
     out = Path(out)
-    if preset == "amg-iddpm-2024" and getattr(settings, "scheduler", "ddim") != "ddpm":
-        raise DiffmemError("--amg-preset amg-iddpm-2024 guides DDPM's posterior mean, as its authors' code did: "
-                           "sample with --scheduler ddpm")
+    if preset == "amg-iddpm-2024":
+        require_ddpm(settings.scheduler, "--amg-preset amg-iddpm-2024")
     adapter = load_adapter(model, device, dtype=dtype, config=model_config)
     pre = MemorizationGuard.from_file(guard, model=getattr(adapter, "name", None)) if guard is not None else None
     size = int(adapter.decode(_zeros_latents(adapter)).shape[-2])
