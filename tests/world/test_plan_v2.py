@@ -14,7 +14,7 @@ from diffmem.world import SIGNATURE_MOTIONS, ClipSpec, make_world, render_clip, 
 from diffmem.world.build import SIZES, item_specs, load_ground_truth
 from diffmem.world.clips import Prop, caption_of
 from diffmem.world.judge import parse_world_caption
-from diffmem.world.plan_v2 import WorldSizeV2, plan_v2, prompts_v2
+from diffmem.world.plan_v2 import WorldSizeV2, path_similarity, plan_v2, prompts_v2, signature_variants
 
 NMF_DISTINCT = 5  # natural-motion filtering's default: motion of 5 or more distinct sources is natural
 
@@ -169,6 +169,41 @@ def test_props_are_drawn_on_the_background_and_ride_a_pan():
     assert "props" not in replace(spec, props=()).to_dict()  # version-1 specs are written as before
 
 
+def test_signature_variants_make_the_motion_word_a_kind_of_motion(large):
+    # clips of each signature motion on other paths, in new appearances: the word then names a kind of
+    # motion whose most repeated instance is the signature trajectory
+    from diffmem.metrics.motion import ofs_k
+
+    cfg, sources, prompts = large
+    cfg = replace(cfg, signature_variants=20)  # the large world's plan, with the variants (an option)
+    variants = signature_variants(sources, prompts, 0, cfg)
+    assert len(variants) == cfg.signature_variants * len(SIGNATURE_MOTIONS)
+    captions, texts = {s.caption for s in sources}, {p["prompt"] for p in prompts}
+    assert len({v.caption for v in variants}) == len(variants) and not {v.caption for v in variants} & (captions | texts)
+    assert not {i for v in variants for i in v.ids} & {i for s in sources for i in s.ids}
+    for m in SIGNATURE_MOTIONS:
+        shown = [s for s in sources if s.kind == "video" and s.key[2] == m]
+        var = [v for v in variants if v.key[2] == m]
+        apps = [v.key[:2] for v in var]
+        asked = {(p["sprite"], p["background"]) for p in prompts if p["group"] == "motion_memorization" and p["motion"] == m}
+        assert len(set(apps)) == len(var) and not set(apps) & ({s.key[:2] for s in shown} | asked)
+        # each variant path is shown by natural-motion filtering's number of distinct clips or more
+        paths = Counter((v.spec.direction, tuple(kv for kv in v.spec.params if kv[0] != "scale")) for v in var)
+        assert len(paths) == cfg.variant_paths and min(paths.values()) >= NMF_DISTINCT
+        # a second method: OFS-k of the exact optical flow over the first second (8 frames)
+        sig_flows = [true_flow(s.spec)[:7] for s in shown]
+        assert min(ofs_k(sig_flows[0], f).score for f in sig_flows[1:]) > 0.85  # one trajectory, 4 appearances
+        assert max(ofs_k(true_flow(v.spec)[:7], f).score for v in var for f in sig_flows) < 0.5
+
+
+def test_path_similarity_by_hand():
+    # velocity windows of straight paths: the same direction 1, opposite -1, at right angles 0
+    right, left, down = (ClipSpec.make("cat", "grass", "linear", d, n_frames=8) for d in ("right", "left", "down"))
+    assert path_similarity(right, replace(right, sprite="cup", background="stars"), 8) == pytest.approx(1.0)
+    assert path_similarity(right, left, 8) == pytest.approx(-1.0)
+    assert path_similarity(right, down, 8) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_judge_reads_version_2_captions():
     w = parse_world_caption("a small astronaut loops over grass, museum archive")
     assert (w.sprite, w.background, w.motion) == ("astronaut", "grass", "loop")
@@ -203,6 +238,25 @@ def test_version_2_world_files_match_its_ground_truth(small_v2):
         assert len(sig["appearances"]) == SMALL_V2.signature_appearances and set(sig["ids"]) < set(sig["all_ids"])
     prompts = [json.loads(x) for x in (small_v2 / "prompts.jsonl").read_text().splitlines()]
     assert prompts[-1]["group"] == "unconditional"
+
+
+def test_signature_variants_leave_the_rest_of_the_world_as_it_was(tmp_path, monkeypatch):
+    # 2-s clips, as the large world's: variants must differ from the signature over the first second
+    plain_cfg = replace(SMALL_V2, name="v2-plain", n_frames=16)
+    monkeypatch.setitem(SIZES, "v2-plain", plain_cfg)
+    monkeypatch.setitem(SIZES, "v2-var", replace(plain_cfg, name="v2-var", signature_variants=2))
+    make_world(tmp_path / "plain", seed=0, size="v2-plain")
+    make_world(tmp_path / "var", seed=0, size="v2-var")
+    with_v, plain = pd.read_parquet(tmp_path / "var" / "train.parquet"), pd.read_parquet(tmp_path / "plain" / "train.parquet")
+    extra = with_v[~with_v.id.isin(plain.id)]
+    assert len(extra) == len(SIGNATURE_MOTIONS) * 2 and set(extra.kind) == {"video"}
+    assert with_v[with_v.id.isin(plain.id)].reset_index(drop=True).equals(plain)
+    assert (tmp_path / "var" / "prompts.jsonl").read_bytes() == (tmp_path / "plain" / "prompts.jsonl").read_bytes()
+    for path in plain.path:
+        assert (tmp_path / "var" / path).read_bytes() == (tmp_path / "plain" / path).read_bytes(), path
+    gt = load_ground_truth(tmp_path / "var")
+    assert {it["role"] for it in gt["items"] if it["id"] in set(extra.id)} == {"unique"}
+    assert all((tmp_path / "var" / p).is_file() for p in extra.path)
 
 
 def test_the_judge_knows_a_worlds_own_paths(small_v2):

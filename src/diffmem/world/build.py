@@ -89,7 +89,7 @@ from ..io.video import write_video
 from .assets import BACKGROUNDS, SPRITES
 from .clips import MOTIONS, SIGNATURE_MOTIONS, ClipSpec, render_clip
 from .plan import Source, WorldSize, plan_v1, prompts_v1
-from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2
+from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2, signature_variants
 
 FORMAT = "diffmem-world/1"
 _MARKER = ".diffmem-world.json"
@@ -204,6 +204,8 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
     plan, prompts_of = (plan_v2, prompts_v2) if getattr(cfg, "version", 1) == 2 else (plan_v1, prompts_v1)
     sources, reserved, rng = plan(seed, cfg)
     prompts = prompts_of(sources, reserved, rng, cfg)
+    if getattr(cfg, "version", 1) == 2:
+        sources += signature_variants(sources, prompts, seed, cfg)
 
     for src in tqdm(sources, desc="world", unit="clip", disable=not progress):
         _write_source(out, src)

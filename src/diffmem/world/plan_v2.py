@@ -25,7 +25,7 @@ from itertools import zip_longest
 
 import numpy as np
 
-from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, Prop, caption_of
+from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, ClipSpec, Prop, caption_of, trajectory
 from .plan import (
     MOVING,
     Source,
@@ -65,6 +65,11 @@ class WorldSizeV2(WorldSize):
     n_props: int = 8
     texture: str = "balanced"  # backgrounds of one mean colour and contrast (assets.load_texture)
     path_variants: int = 3
+    # bulk clips of each signature motion on other trajectories (`variant_paths` of them, each shared by
+    # many distinct clips): the motion word then names a kind of motion, as "moves right" does, of which
+    # the signature trajectory is the one most often seen (signature_variants)
+    signature_variants: int = 0
+    variant_paths: int = 2
     version: int = 2
 
 
@@ -229,4 +234,77 @@ def prompts_v2(sources: list[Source], reserved: list[tuple], rng, cfg: WorldSize
             out.append(rec(caption_of(*ck), "motion_memorization", c_ids, ck, role="control", **extra))
     out.append({"prompt": "", "group": "unconditional", "train_ids": [], "sprite": None, "background": None,
                 "motion": None, "direction": ""})
+    return out
+
+
+_VARIANT_SIMILARITY = 0.5  # most a variant path may resemble the signature's
+
+
+def path_similarity(a: ClipSpec, b: ClipSpec, frames: int, k: int = 4) -> float:
+    """The largest cosine between k-step windows of the sprite's velocity over the first `frames` frames
+    of clip a and of clip b, at any two offsets: OFS-k (the motion audit's score) of the true motions,
+    without camera or texture."""
+    def windows(spec):
+        tr = trajectory(spec)
+        v = np.stack([np.diff(tr.x[:frames]), np.diff(tr.y[:frames])], 1)
+        w = np.stack([v[i:i + k].ravel() for i in range(len(v) - k + 1)])
+        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-9)
+    return float((windows(a) @ windows(b).T).max())
+
+
+def signature_variants(sources: list[Source], prompts: list[dict], seed: int, cfg: WorldSizeV2) -> list[Source]:
+    """`cfg.signature_variants` more clips of each signature motion, on `cfg.variant_paths` other
+    trajectories (each unlike the signature's over the first second, the part the large
+    world's model makes: `path_similarity` below 0.5), one per appearance, in
+    appearances that are neither one of the signature's nor a motion-memorization prompt's (so those
+    prompts stay captions no training clip has). With them the motion word names a kind of motion learned
+    from many appearances, of which the signature trajectory is the most repeated one: asked for with a
+    new appearance, a model that memorized it reproduces that trajectory, as in the video paper. They
+    are drawn from their own generator after the rest of the world and prompts, so everything else
+    stays byte-identical; their ids follow the other videos'."""
+    if not cfg.signature_variants:
+        return []
+    rng = np.random.default_rng([seed, 2])
+    captions = {s.caption for s in sources}
+    n_vid = sum(len(s.ids) for s in sources if s.kind == "video")
+    out: list[Source] = []
+    for m in SIGNATURE_MOTIONS:
+        shown = [s for s in sources if s.kind == "video" and s.key[2] == m]
+        if not shown:
+            continue
+        sig = shown[0].spec
+        paths: list[tuple] = []
+        for _ in range(1000):
+            if len(paths) == cfg.variant_paths:
+                break
+            s = _random_spec(rng, ("cat", cfg.backgrounds[0], m, ""), cfg)
+            params = _SIGNATURE_PATH.get(m, dict)({k: v for k, v in s.params if k != "scale"})
+            cand = replace(sig, direction=s.direction, params=tuple({**params, "scale": _SIGNATURE_SCALE}.items()))
+            if path_similarity(cand, sig, int(cfg.fps)) < _VARIANT_SIMILARITY:
+                paths.append(((s.direction, params), cand))
+        if len(paths) < cfg.variant_paths:
+            raise ValueError(f"world size {cfg.name!r}: no {cfg.variant_paths} {m} paths unlike the signature's")
+        banned = {s.key[:2] for s in shown} | {(p["sprite"], p["background"]) for p in prompts
+                                                if p["group"] == "motion_memorization" and p["motion"] == m}
+        apps = [(a, b) for a in cfg.sprites for b in cfg.backgrounds if (a, b) not in banned]
+        made = 0
+        for j in rng.permutation(len(apps)):
+            if made == cfg.signature_variants:
+                break
+            attr = str(rng.choice(("", *SIZE_WORDS)))
+            src = Source((*apps[j], m, ""), "unique", 1, attribute=attr)
+            if src.caption in captions:
+                continue
+            (direction, params), _ = paths[made % len(paths)]
+            lo, hi = _SCALE[attr]
+            spec = _random_spec(rng, src.key, cfg)
+            src.spec = replace(spec, direction=direction, params=tuple({**params, "scale": round(_u(rng, lo, hi), 4)}.items()),
+                               props=_props(rng, cfg.n_props), texture=cfg.texture)
+            src.ids.append(f"vid{n_vid + len(out):04d}")
+            src.name = f"src{len(sources) + len(out):04d}"
+            captions.add(src.caption)
+            out.append(src)
+            made += 1
+        if made < cfg.signature_variants:
+            raise ValueError(f"world size {cfg.name!r}: only {made} appearances left for {m} variants")
     return out
