@@ -14,7 +14,7 @@ from diffmem.world import SIGNATURE_MOTIONS, ClipSpec, make_world, render_clip, 
 from diffmem.world.build import SIZES, item_specs, load_ground_truth
 from diffmem.world.clips import Prop, caption_of
 from diffmem.world.judge import parse_world_caption
-from diffmem.world.plan_v2 import WorldSizeV2, path_similarity, plan_v2, prompts_v2, signature_variants
+from diffmem.world.plan_v2 import WorldSizeV2, path_similarity, plan_v2, prompts_v2, variant_sources
 
 NMF_DISTINCT = 5  # natural-motion filtering's default: motion of 5 or more distinct sources is natural
 
@@ -176,7 +176,7 @@ def test_signature_variants_make_the_motion_word_a_kind_of_motion(large):
 
     cfg, sources, prompts = large
     cfg = replace(cfg, signature_variants=20)  # the large world's plan, with the variants (an option)
-    variants = signature_variants(sources, prompts, 0, cfg)
+    variants = variant_sources(sources, prompts, 0, cfg)
     assert len(variants) == cfg.signature_variants * len(SIGNATURE_MOTIONS)
     captions, texts = {s.caption for s in sources}, {p["prompt"] for p in prompts}
     assert len({v.caption for v in variants}) == len(variants) and not {v.caption for v in variants} & (captions | texts)
@@ -310,3 +310,19 @@ def test_the_judge_draws_the_backgrounds_the_world_drew(small_v2):
     assert WorldAlignment(paths=world_paths(small_v2)).texture == "balanced"
     assert WorldAlignment().texture == "tinted"
     assert WorldAlignment(paths=world_paths(small_v2), texture="tinted").texture == "tinted"
+
+
+def test_signature_variants_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from diffmem.cli import main
+
+    monkeypatch.setitem(SIZES, "large", replace(SMALL_V2, name="large", n_frames=16))  # a small stand-in
+    assert main(["world", "make", str(tmp_path / "w"), "--size", "large", "--signature-variants", "2"]) == 0
+    gt = load_ground_truth(tmp_path / "w")
+    assert gt["config"]["signature_variants"] == 2
+    assert sum(it["role"] == "unique" and it["motion"] in SIGNATURE_MOTIONS for it in gt["items"]) == 6
+    # the same folder without the option is another world: refused, naming what it holds
+    assert main(["world", "make", str(tmp_path / "w"), "--size", "large"]) == 1
+    assert "2 signature variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["world", "make", str(tmp_path / "v1"), "--size", "small", "--signature-variants", "2"])
+    assert "--signature-variants" in capsys.readouterr().err

@@ -29,6 +29,9 @@ def register(sub):
                         "medium: 96 px, ~960 files; large: version 2, 64 px, 1481 files, duplicates rare "
                         "(4.9 %%) and prompt-specific")
     m.add_argument("--force", action="store_true", help="write into a non-empty folder that is not this world")
+    m.add_argument("--signature-variants", type=natural, default=None, metavar="N",
+                   help="version-2 (large) worlds: N more clips of each signature motion on other trajectories, in "
+                        "new appearances, so the motion word names a kind of motion (default: the size's own, 0)")
     m.set_defaults(func=run_make, _parser=m)
     e = actions.add_parser(
         "evaluate", help="how a model memorizes on a world, per prompt group (audit, judge, detection)",
@@ -54,7 +57,10 @@ def register(sub):
 def run_make(args) -> int:
     from ..world import make_world
 
-    summary = make_world(args.out, seed=args.seed, size=args.size, force=args.force, progress=sys.stderr.isatty())
+    if args.signature_variants is not None and args.size != "large":
+        args._parser.error(f"--signature-variants: a version-2 world (--size large) has them, not --size {args.size}")
+    summary = make_world(args.out, seed=args.seed, size=args.size, force=args.force, progress=sys.stderr.isatty(),
+                         signature_variants=args.signature_variants)
     print(summary.format())
     return 0
 

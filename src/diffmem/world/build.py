@@ -75,7 +75,7 @@ import json
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -89,7 +89,7 @@ from ..io.video import write_video
 from .assets import BACKGROUNDS, SPRITES
 from .clips import MOTIONS, SIGNATURE_MOTIONS, ClipSpec, render_clip
 from .plan import Source, WorldSize, plan_v1, prompts_v1
-from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2, signature_variants
+from .plan_v2 import FORMAT_V2, WorldSizeV2, plan_v2, prompts_v2, variant_sources
 
 FORMAT = "diffmem-world/1"
 _MARKER = ".diffmem-world.json"
@@ -145,7 +145,7 @@ class WorldSummary:
 
 # ---- writing ------------------------------------------------------------------------------------
 
-def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
+def _check_out(out: Path, seed: int, size: str, force: bool, variants: int = 0) -> None:
     fmt = _format(SIZES[size])
     if not out.exists():
         return
@@ -157,9 +157,11 @@ def _check_out(out: Path, seed: int, size: str, force: bool) -> None:
             m = json.loads(marker.read_text())
         except (OSError, ValueError):
             m = {}
-        if (m.get("seed"), m.get("size"), m.get("format")) == (seed, size, fmt) or force:
+        if (m.get("seed"), m.get("size"), m.get("format"), m.get("signature_variants", 0)) == (seed, size, fmt, variants) \
+                or force:
             return
-        raise BadInputError(out, f"holds a world made with seed {m.get('seed')}, size {m.get('size')!r}; "
+        extra = f", {m['signature_variants']} signature variants" if m.get("signature_variants") else ""
+        raise BadInputError(out, f"holds a world made with seed {m.get('seed')}, size {m.get('size')!r}{extra}; "
                                  f"use another folder or --force to replace it")
     if any(p.name != LOCK_NAME for p in out.iterdir()) and not force:
         raise BadInputError(out, "is not empty and is not a diffmem world; use an empty folder or --force")
@@ -190,22 +192,32 @@ def _write_source(out: Path, src: Source) -> None:
 
 
 @writes_folder("world make")
-def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, progress: bool = False) -> WorldSummary:
-    """Build (or finish, or confirm) the embedded world in folder `out`. See the module docstring."""
+def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, progress: bool = False,
+               signature_variants: int | None = None) -> WorldSummary:
+    """Build (or finish, or confirm) the embedded world in folder `out`. See the module docstring.
+    signature_variants: a version-2 size's `WorldSizeV2.signature_variants` instead of its own (None)."""
     t0 = time.perf_counter()
     if size not in SIZES:
         raise ValueError(f"unknown world size {size!r}; choose from {', '.join(SIZES)}")
     seed = int(seed)
     cfg = SIZES[size]
+    if signature_variants is not None:
+        if getattr(cfg, "version", 1) != 2:
+            raise ValueError(f"signature variants need a version-2 world size (large), not {size!r}")
+        if signature_variants < 0:
+            raise ValueError(f"signature variants must be 0 or more, got {signature_variants}")
+        cfg = replace(cfg, signature_variants=int(signature_variants))
+    variants = getattr(cfg, "signature_variants", 0)
     out = Path(out)
-    _check_out(out, seed, size, force)
+    _check_out(out, seed, size, force, variants)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / _MARKER, {"format": _format(cfg), "seed": seed, "size": size})
+    marker = {"format": _format(cfg), "seed": seed, "size": size}
+    write_json(out / _MARKER, {**marker, "signature_variants": variants} if variants else marker)
     plan, prompts_of = (plan_v2, prompts_v2) if getattr(cfg, "version", 1) == 2 else (plan_v1, prompts_v1)
     sources, reserved, rng = plan(seed, cfg)
     prompts = prompts_of(sources, reserved, rng, cfg)
     if getattr(cfg, "version", 1) == 2:
-        sources += signature_variants(sources, prompts, seed, cfg)
+        sources += variant_sources(sources, prompts, seed, cfg)
 
     for src in tqdm(sources, desc="world", unit="clip", disable=not progress):
         _write_source(out, src)

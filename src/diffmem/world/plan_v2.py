@@ -252,7 +252,7 @@ def path_similarity(a: ClipSpec, b: ClipSpec, frames: int, k: int = 4) -> float:
     return float((windows(a) @ windows(b).T).max())
 
 
-def signature_variants(sources: list[Source], prompts: list[dict], seed: int, cfg: WorldSizeV2) -> list[Source]:
+def variant_sources(sources: list[Source], prompts: list[dict], seed: int, cfg: WorldSizeV2) -> list[Source]:
     """`cfg.signature_variants` more clips of each signature motion, on `cfg.variant_paths` other
     trajectories (each unlike the signature's over the first second, the part the large
     world's model makes: `path_similarity` below 0.5), one per appearance, in
