@@ -32,3 +32,16 @@ def test_threads_set_before_faiss_is_imported_reach_faiss_when_it_is(fresh_pytho
             "assert 'faiss' not in sys.modules; import diffmem.index.faiss_index, faiss; "
             "print(faiss.omp_get_max_threads())")
     assert fresh_python(code).split() == [str(n)]
+
+
+def test_threads_reach_opencv_whether_it_is_imported_before_or_after(fresh_python):
+    """OpenCV is imported only where frames are read or flow is computed (0.03 s of every other command's
+    start-up); --threads reaches it either way. n is never the machine's default."""
+    import os
+
+    n = (os.cpu_count() or 1) + 1
+    after = (f"import sys; from diffmem.device import set_threads; set_threads({n}); "
+             "assert 'cv2' not in sys.modules; import cv2; print(cv2.getNumThreads())")
+    before = f"import cv2; from diffmem.device import set_threads; set_threads({n}); print(cv2.getNumThreads())"
+    assert fresh_python(after).split() == [str(n)]
+    assert fresh_python(before).split() == [str(n)]
