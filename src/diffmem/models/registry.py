@@ -40,7 +40,7 @@ BUILTIN = {
     "tiny-t2i": "562b349a1cd6bdbb69b35b0adbf6af726f411486f1070b4408110904fe81521f",
     # trained on the version-2 world (`diffmem world make --size large`): memorization rare and prompt-specific
     "tiny-t2v-large": "b275c709b9bacb96487526afc44fa38448c2c24198cb65af6f732eaca1b137db",
-    "tiny-t2i-large": "1cffbf3fae4b40063a59724d9d10da966af69ec7eacd278746aa1dbe3f34c8eb",
+    "tiny-t2i-large": "5ecad0adcc8d9e30bc170acbf3bac119c3e1ab11b5ba842e857d155d431c2843",
 }
 
 
