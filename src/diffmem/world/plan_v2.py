@@ -25,6 +25,8 @@ from itertools import zip_longest
 
 import numpy as np
 
+from ..features.motion import phi, window_descriptors
+from ..metrics.motion import ofs_k_windows
 from .clips import DIRECTIONS, SIGNATURE_MOTIONS, SIZE_WORDS, ClipSpec, Prop, caption_of, trajectory
 from .plan import (
     MOVING,
@@ -241,15 +243,14 @@ _VARIANT_SIMILARITY = 0.5  # most a variant path may resemble the signature's
 
 
 def path_similarity(a: ClipSpec, b: ClipSpec, frames: int, k: int = 4) -> float:
-    """The largest cosine between k-step windows of the sprite's velocity over the first `frames` frames
-    of clip a and of clip b, at any two offsets: OFS-k (the motion audit's score) of the true motions,
-    without camera or texture."""
+    """OFS-k (the motion audit's score: `metrics.motion.ofs_k_windows` of `features.motion` windows) of
+    the sprite's true motion over the first `frames` frames of clip a and of clip b, each frame's motion
+    one pooled cell (grid 1): the trajectories alone, without camera, texture or the sprite's shape."""
     def windows(spec):
         tr = trajectory(spec)
         v = np.stack([np.diff(tr.x[:frames]), np.diff(tr.y[:frames])], 1)
-        w = np.stack([v[i:i + k].ravel() for i in range(len(v) - k + 1)])
-        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-9)
-    return float((windows(a) @ windows(b).T).max())
+        return window_descriptors(phi(v[:, None, None, :]), k)
+    return ofs_k_windows(windows(a), windows(b)).score
 
 
 def variant_sources(sources: list[Source], prompts: list[dict], seed: int, cfg: WorldSizeV2) -> list[Source]:
