@@ -201,8 +201,9 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
         raise ValueError(f"unknown world size {size!r}; choose from {', '.join(SIZES)}")
     seed = int(seed)
     cfg = SIZES[size]
+    v2 = getattr(cfg, "version", 1) == 2
     if signature_variants is not None:
-        if getattr(cfg, "version", 1) != 2:
+        if not v2:
             raise ValueError(f"signature variants need a version-2 world size (large), not {size!r}")
         if signature_variants < 0:
             raise ValueError(f"signature variants must be 0 or more, got {signature_variants}")
@@ -213,10 +214,10 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
     out.mkdir(parents=True, exist_ok=True)
     marker = {"format": _format(cfg), "seed": seed, "size": size}
     write_json(out / _MARKER, {**marker, "signature_variants": variants} if variants else marker)
-    plan, prompts_of = (plan_v2, prompts_v2) if getattr(cfg, "version", 1) == 2 else (plan_v1, prompts_v1)
+    plan, prompts_of = (plan_v2, prompts_v2) if v2 else (plan_v1, prompts_v1)
     sources, reserved, rng = plan(seed, cfg)
     prompts = prompts_of(sources, reserved, rng, cfg)
-    if getattr(cfg, "version", 1) == 2:
+    if v2:
         sources += variant_sources(sources, prompts, seed, cfg)
 
     for src in tqdm(sources, desc="world", unit="clip", disable=not progress):

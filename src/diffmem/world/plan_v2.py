@@ -282,7 +282,7 @@ def variant_sources(sources: list[Source], prompts: list[dict], seed: int, cfg: 
             params = _SIGNATURE_PATH.get(m, dict)({k: v for k, v in s.params if k != "scale"})
             cand = replace(sig, direction=s.direction, params=tuple({**params, "scale": _SIGNATURE_SCALE}.items()))
             if path_similarity(cand, sig, int(cfg.fps)) < _VARIANT_SIMILARITY:
-                paths.append(((s.direction, params), cand))
+                paths.append((s.direction, params))
         if len(paths) < cfg.variant_paths:
             raise ValueError(f"world size {cfg.name!r}: no {cfg.variant_paths} {m} paths unlike the signature's")
         banned = {s.key[:2] for s in shown} | {(p["sprite"], p["background"]) for p in prompts
@@ -296,7 +296,7 @@ def variant_sources(sources: list[Source], prompts: list[dict], seed: int, cfg: 
             src = Source((*apps[j], m, ""), "unique", 1, attribute=attr)
             if src.caption in captions:
                 continue
-            (direction, params), _ = paths[made % len(paths)]
+            direction, params = paths[made % len(paths)]
             lo, hi = _SCALE[attr]
             spec = _random_spec(rng, src.key, cfg)
             src.spec = replace(spec, direction=direction, params=tuple({**params, "scale": round(_u(rng, lo, hi), 4)}.items()),
