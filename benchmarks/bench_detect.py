@@ -9,7 +9,8 @@ startup (performance issue: a short command's process wall time at most 2x its s
 `diffmem detect MODEL --prompts P --out TMP` as a new process --repeat times and prints, per run and as
 medians, the process wall time, the scoring time the command records (`summary.json`: cost.seconds_scoring,
 the model's forward passes over every prompt), their ratio, and the floor measured in the same run: a
-process that only imports torch and exits as `diffmem` does (`python -c "import gc, torch; gc.freeze()"`). P defaults to the first --n prompts of a
+process that only imports torch and exits as `diffmem` does (the collector paused while torch is imported,
+then frozen). P defaults to the first --n prompts of a
 large world built in a temporary folder.
 
 cost: per (n seeds, s steps), wall seconds and denoiser evaluations per prompt, both as a fraction of one
@@ -143,8 +144,10 @@ def startup(args) -> None:
         floor, walls, scoring = [], [], []
         for k in range(args.repeat):
             t0 = time.perf_counter()
-            # the same exit as `diffmem` (gc.freeze, see cli.run): the floor is what importing torch itself costs
-            subprocess.run([sys.executable, "-c", "import gc, torch; gc.freeze()"], check=True, env=env)
+            # imported and left as `diffmem` does (collector paused, then frozen: cli._import_torch, cli.run):
+            # the floor is what importing torch itself costs
+            subprocess.run([sys.executable, "-c", "import gc; gc.disable(); import torch; gc.enable(); gc.freeze()"],
+                           check=True, env=env)
             floor.append(time.perf_counter() - t0)
             out = tmp / f"detect{k}"
             t0 = time.perf_counter()

@@ -47,6 +47,26 @@ def run() -> None:
     sys.exit(code)
 
 
+def _import_torch() -> None:
+    """Import the library's base (torch) with the cyclic collector paused, then freeze what it made.
+
+    Every command that runs imports torch, here rather than in the parser, so `diffmem --help` does not.
+    Importing it makes about a million long-lived objects, and the collector walks the growing heap
+    three times while it does (0.11-0.16 s of a 2.5 s `diffmem detect` on the 2-core machine); imports
+    make no garbage cycles worth that, and frozen objects are skipped by every later collection.
+    """
+    if "torch" in sys.modules:
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        importlib.import_module("diffmem.device")
+    finally:
+        if enabled:
+            gc.enable()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), "")
@@ -57,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_parser", None) or parser).print_help()
         return 0 if args.command is None else 2
     try:
+        _import_torch()
         if getattr(args, "threads", None):
-            from ..device import set_threads  # the library is imported only when a command runs
+            from ..device import set_threads
 
             set_threads(args.threads)
         return int(args.func(args) or 0)
