@@ -149,3 +149,44 @@ def test_init_can_add_the_full_resolution_cross_attention(world, tmp_path):
     with pytest.raises(DiffmemError, match="full_xattn"):
         train_tiny(world, tmp_path / "shrunk", replace(MICRO, steps=2), progress=False, log=lambda m: None,
                    init=tmp_path / "grown")
+
+
+def test_motion_map_by_hand():
+    """One channel, 2 frames, 1 x 2 positions: position 0 goes 0 -> 2 (frame mean 1, departure 1 in each
+    frame), position 1 stays at 5 (departure 0). Mean departure over the 4 values 0.5, so the map is
+    2 where it moves and 0 where it does not; a still clip (or an image) gets zeros, not a division by 0."""
+    from diffmem.models.train import motion_map
+
+    z = torch.tensor([[0.0, 5.0], [2.0, 5.0]]).view(1, 1, 2, 1, 2)
+    assert torch.equal(motion_map(z), torch.tensor([[2.0, 0.0], [2.0, 0.0]]).view(1, 1, 2, 1, 2))
+    # two channels: departures (3, 4) -> 5 by L2, still 2 x the mean where it moves
+    z2 = torch.zeros(1, 2, 2, 1, 2)
+    z2[0, 0, :, 0, 0] = torch.tensor([-3.0, 3.0])
+    z2[0, 1, :, 0, 0] = torch.tensor([4.0, -4.0])
+    assert torch.allclose(motion_map(z2), torch.tensor([[2.0, 0.0], [2.0, 0.0]]).view(1, 1, 2, 1, 2))
+    assert torch.equal(motion_map(torch.ones(1, 3, 1, 2, 2)), torch.zeros(1, 1, 1, 2, 2))
+
+
+def test_motion_weighted_mse_by_hand():
+    """With the clip above, errors 1 everywhere in the moving position and 3 in the still one: weight 0.5
+    counts the moving position (1 + 0.5 x 2) = 2 times, so the loss is (2 x 1 + 1 x 9) x 2 frames / 4 = 5.5;
+    plain MSE (weight 0) is (1 + 9) / 2 = 5."""
+    from diffmem.models.train import motion_weighted_mse
+
+    z = torch.tensor([[0.0, 5.0], [2.0, 5.0]]).view(1, 1, 2, 1, 2)
+    pred = torch.zeros_like(z)
+    target = torch.tensor([[1.0, 3.0], [1.0, 3.0]]).view(1, 1, 2, 1, 2)
+    assert motion_weighted_mse(pred, target, z, 0.5).item() == pytest.approx(5.5)
+    assert motion_weighted_mse(pred, target, z, 0.0).item() == pytest.approx(5.0)
+
+
+def test_motion_weight_is_recorded_and_a_negative_one_refused(world, tmp_path):
+    from diffmem.cli import main
+
+    out = tmp_path / "m"
+    cfg = TrainConfig(**{**MICRO.__dict__, "steps": 2, "motion_weight": 2.0})
+    train_tiny(world, out, cfg, progress=False, log=lambda m: None)
+    assert json.loads((out / "config.json").read_text())["training"]["config"]["motion_weight"] == 2.0
+    assert "motion_weight" not in MICRO.as_dict()  # configs of plain runs read as before
+    assert main(["train", str(world), "--out", str(tmp_path / "n"), "--motion-weight", "-1"]) == 1
+    assert not (tmp_path / "n").exists()

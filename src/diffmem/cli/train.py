@@ -37,6 +37,9 @@ def register(sub):
     p.add_argument("--fps", type=positive, default=None,
                    help="read each video's first --frames frames at this rate (default: --frames frames spread over "
                         "the whole video); the model then makes clips at this rate")
+    p.add_argument("--motion-weight", type=float, default=d.motion_weight, metavar="W",
+                   help="count the moving parts of each clip (1 + W x their motion relative to the clip's mean) "
+                        "times in the loss; 0 is plain MSE (default 0)")
     p.add_argument("--full-xattn", action="store_true",
                    help="cross-attention at the full latent resolution too (where words put things frame by frame); "
                         "may be added to an --init model without it")
@@ -62,11 +65,13 @@ def run(args) -> int:
         raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}") from None
     if len(channels) != 2:
         raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}")
+    if not args.motion_weight >= 0:
+        raise DiffmemError(f"--motion-weight must be 0 or more, got {args.motion_weight}")
     if args.size % 4:
         raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
     cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
                       lr=args.lr, channels=channels, size=args.size, frames=args.frames,
-                      fps=args.fps, full_xattn=args.full_xattn)
+                      fps=args.fps, full_xattn=args.full_xattn, motion_weight=args.motion_weight)
     command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     summary = train_tiny(args.world, args.out, cfg, device=resolve_device(args.device),
                          progress=not args.quiet and sys.stderr.isatty(),
