@@ -188,5 +188,6 @@ def test_motion_weight_is_recorded_and_a_negative_one_refused(world, tmp_path):
     train_tiny(world, out, cfg, progress=False, log=lambda m: None)
     assert json.loads((out / "config.json").read_text())["training"]["config"]["motion_weight"] == 2.0
     assert "motion_weight" not in MICRO.as_dict()  # configs of plain runs read as before
-    assert main(["train", str(world), "--out", str(tmp_path / "n"), "--motion-weight", "-1"]) == 1
-    assert not (tmp_path / "n").exists()
+    with pytest.raises(SystemExit) as e:  # argparse's one-line error, before any work
+        main(["train", str(world), "--out", str(tmp_path / "n"), "--motion-weight", "-1"])
+    assert e.value.code == 2 and not (tmp_path / "n").exists()

@@ -5,7 +5,7 @@ import json
 import shlex
 import sys
 
-from .options import add_threads, count, natural, positive
+from .options import add_threads, count, natural, nonnegative, positive
 
 HELP = "train a built-in tiny diffusion model on a world"  # shown by `diffmem --help` without importing the library
 
@@ -37,7 +37,7 @@ def register(sub):
     p.add_argument("--fps", type=positive, default=None,
                    help="read each video's first --frames frames at this rate (default: --frames frames spread over "
                         "the whole video); the model then makes clips at this rate")
-    p.add_argument("--motion-weight", type=float, default=d.motion_weight, metavar="W",
+    p.add_argument("--motion-weight", type=nonnegative, default=d.motion_weight, metavar="W",
                    help="count the moving parts of each clip (1 + W x their motion relative to the clip's mean) "
                         "times in the loss; 0 is plain MSE (default 0)")
     p.add_argument("--full-xattn", action="store_true",
@@ -65,8 +65,6 @@ def run(args) -> int:
         raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}") from None
     if len(channels) != 2:
         raise DiffmemError(f"--channels must be two integers like 48,96, got {args.channels!r}")
-    if not args.motion_weight >= 0:
-        raise DiffmemError(f"--motion-weight must be 0 or more, got {args.motion_weight}")
     if args.size % 4:
         raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
     cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
