@@ -124,7 +124,9 @@ def test_init_continues_from_a_finished_model(world, tmp_path):
     assert load_tiny(first).cfg.fps == 4.0 and load_tiny(tmp_path / "rate").cfg.fps == 8.0
 
 
-def test_init_can_add_the_full_resolution_cross_attention(world, tmp_path):
+@pytest.mark.parametrize("option, layers", [("full_xattn", ("xattn_down", "xattn_up")),
+                                            ("self_attn", ("sattn_full", "sattn_mid"))])
+def test_init_can_add_attention_layers(world, tmp_path, option, layers):
     # the added layers start as identity, so at a near-zero learning rate the grown model computes what
     # the model it grew from computes; a model with the layers cannot be continued without them
     from dataclasses import replace
@@ -133,22 +135,43 @@ def test_init_can_add_the_full_resolution_cross_attention(world, tmp_path):
 
     first = tmp_path / "first"
     train_tiny(world, first, MICRO, progress=False, log=lambda m: None)
-    grown = replace(MICRO, steps=2, lr=1e-12, min_lr=1e-12, full_xattn=True)
+    grown = replace(MICRO, steps=2, lr=1e-12, min_lr=1e-12, **{option: True})
     summary = train_tiny(world, tmp_path / "grown", grown, progress=False, log=lambda m: None, init=first)
-    assert summary["config"]["full_xattn"] is True and "full_xattn" not in MICRO.as_dict()
+    assert summary["config"][option] is True and option not in MICRO.as_dict()
     a, b = load_tiny(first), load_tiny(tmp_path / "grown")
-    assert b.cfg.full_xattn and not a.cfg.full_xattn
+    assert getattr(b.cfg, option) and not getattr(a.cfg, option)
     assert {k for k in b.state_dict()} - {k for k in a.state_dict()} == {
-        k for k in b.state_dict() if k.startswith(("denoiser.xattn_down.", "denoiser.xattn_up."))}
+        k for k in b.state_dict() if k.startswith(tuple(f"denoiser.{m}." for m in layers))}
     z, t = torch.randn(2, 8, 4, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([100, 900])
     txt = a.text(a.text.token_ids(["a cat", "a dog on grass"]))
     with torch.no_grad():
         assert torch.allclose(a.denoiser(z, t, txt), b.denoiser(z, t, txt), atol=1e-5)
-        b.denoiser.xattn_up.out.weight.normal_()  # once the layers have learnt something, they change the output
-        assert not torch.allclose(a.denoiser(z, t, txt), b.denoiser(z, t, txt), atol=1e-3)
-    with pytest.raises(DiffmemError, match="full_xattn"):
+        for m in layers:  # once a layer has learnt something, it changes the output (the micro model's
+            before = b.denoiser(z, t, txt)  # outputs are small after 6 steps: compared at their own scale)
+            getattr(b.denoiser, m).out.weight.normal_()
+            assert (before - b.denoiser(z, t, txt)).abs().max() > 0.05 * before.abs().max()
+    with pytest.raises(DiffmemError, match=option):
         train_tiny(world, tmp_path / "shrunk", replace(MICRO, steps=2), progress=False, log=lambda m: None,
                    init=tmp_path / "grown")
+
+
+def test_self_attention_lets_a_position_read_another_frame():
+    # the 3-tap temporal convolutions reach one frame either side at the same position; joint space-time
+    # attention reaches every position of every frame: a change at frame 0, position (0, 0) changes the
+    # layer's output at frame 7, position (3, 3)
+    from diffmem.models.tiny import SelfAttention
+
+    torch.manual_seed(0)
+    layer = SelfAttention(8, frames=8, side=4)
+    torch.nn.init.normal_(layer.out.weight)
+    x = torch.randn(8, 8, 4, 4)
+    y = x.clone()
+    y[0, :, 0, 0] += 3.0
+    with torch.no_grad():
+        assert (layer(x, 8)[7, :, 3, 3] - layer(y, 8)[7, :, 3, 3]).abs().max() > 1e-3
+        torch.nn.init.zeros_(layer.out.weight)
+        torch.nn.init.zeros_(layer.out.bias)
+        assert torch.equal(layer(x, 8), x)  # the initial layer is the identity
 
 
 def test_motion_map_by_hand():

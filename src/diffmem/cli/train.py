@@ -43,6 +43,9 @@ def register(sub):
     p.add_argument("--full-xattn", action="store_true",
                    help="cross-attention at the full latent resolution too (where words put things frame by frame); "
                         "may be added to an --init model without it")
+    p.add_argument("--self-attn", action="store_true",
+                   help="joint space-time self-attention at both latent resolutions (frame f can find where things "
+                        "were in frame f-1 anywhere); may be added to an --init model without it")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="continue from this finished model folder (same architecture and captions) for --steps more "
                         "steps, with a fresh learning-rate schedule (default: train from scratch)")
@@ -69,7 +72,7 @@ def run(args) -> int:
         raise DiffmemError(f"--size must be a multiple of 4, got {args.size}")
     cfg = TrainConfig(kind=args.kind, seed=args.seed, steps=args.steps, latent_channels=args.latent_channels, batch=args.batch_size,
                       lr=args.lr, channels=channels, size=args.size, frames=args.frames,
-                      fps=args.fps, full_xattn=args.full_xattn, motion_weight=args.motion_weight)
+                      fps=args.fps, full_xattn=args.full_xattn, self_attn=args.self_attn, motion_weight=args.motion_weight)
     command = "diffmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     summary = train_tiny(args.world, args.out, cfg, device=resolve_device(args.device),
                          progress=not args.quiet and sys.stderr.isatty(),

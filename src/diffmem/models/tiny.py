@@ -12,8 +12,9 @@ Three small networks, the way real latent video models are built, sized for a 2-
 - `VideoDenoiser`: a (2+1)D convolutional U-Net on latents (spatial 3x3 convs per frame, temporal
   3-tap convs per pixel, two resolutions), conditioned on the timestep and on the text through
   FiLM (scale/shift per block) from the pooled text plus one cross-attention layer at the low
-  resolution; a learned position embedding over (frame, y, x) lets it place things exactly, which
-  is what memorizing a clip needs. It predicts v (the adapter converts to epsilon). The image twin
+  resolution (optionally at the full resolution too, `full_xattn`, and joint space-time self-attention
+  at both, `self_attn`); a learned position embedding over (frame, y, x) lets it place things exactly,
+  which is what memorizing a clip needs. It predicts v (the adapter converts to epsilon). The image twin
   is the same network with one frame.
 
 `TinyModel` bundles the three with their config; `TinyAdapter` is its `DenoiserAdapter`. Checkpoints
@@ -71,6 +72,11 @@ class TinyConfig:
     # (a captioned motion's trajectory) at 4 px instead of the half resolution's 8 px. Its output starts at
     # zero, so a model without it continues exactly (`diffmem train --init`).
     full_xattn: bool = False
+    # joint space-time self-attention at both resolutions (after the down blocks and after the middle
+    # blocks): every latent position of every frame reads every other, so frame f can find where the
+    # sprite was at f - 1 anywhere in the frame, which the 3-tap temporal convolutions at a fixed position
+    # cannot. Outputs start at zero, so a model without it continues exactly (`diffmem train --init`).
+    self_attn: bool = False
 
     @property
     def latent_size(self) -> int:
@@ -258,6 +264,29 @@ class CrossAttention(nn.Module):
         return x + a
 
 
+class SelfAttention(nn.Module):
+    """Joint space-time self-attention over all (frame, y, x) positions of a clip, with its own learned
+    position embedding added to queries and keys (video transformers' divided attention splits this into a
+    spatial and a temporal pass; at 128-512 tokens the joint one is cheap)."""
+
+    def __init__(self, c: int, frames: int, side: int, heads: int = 4):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(c), c)
+        self.pos = nn.Parameter(torch.randn(frames, c, side, side) * 0.02)
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.out = nn.Linear(c, c)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        q = self.norm(x) + self.pos[:frames].repeat(bf // frames, 1, 1, 1)
+        q = q.reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
+        a, _ = self.attn(q, q, q, need_weights=False)
+        a = self.out(a).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
+        return x + a
+
+
 class VideoDenoiser(nn.Module):
     """eps(z_t, t, text) for latents (B, C, F, h, w); F = 1 is the image twin."""
 
@@ -287,6 +316,12 @@ class VideoDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.c0 = c0
+        # created last, so that the other layers' initialisation is the same with and without them
+        if cfg.self_attn:
+            self.sattn_full = SelfAttention(c0, cfg.frames, self.side)
+            self.sattn_mid = SelfAttention(c1, cfg.frames, (self.side + 1) // 2)
+        else:
+            self.sattn_full = self.sattn_mid = None
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         b, c, f, h, w = z.shape
@@ -298,12 +333,16 @@ class VideoDenoiser(nn.Module):
         x = self.inp(x) + self.pos[:f].repeat(b, 1, 1, 1)
         for blk in self.down:
             x = blk(x, emb, f)
+        if self.sattn_full is not None:
+            x = self.sattn_full(x, f)
         if self.xattn_down is not None:
             x = self.xattn_down(x, text, mask, f, self.pos)
         skip = x
         x = self.downsample(x)
         for blk in self.mid:
             x = blk(x, emb, f)
+        if self.sattn_mid is not None:
+            x = self.sattn_mid(x, f)
         x = self.xattn(x, text, mask, f)
         x = self.mid2(x, emb, f)
         x = self.upsample(F.interpolate(x, scale_factor=2, mode="nearest"))

@@ -44,6 +44,10 @@ from ..io.video import read_frames
 from .tiny import TinyConfig, TinyModel, build_vocab, file_sha256, load_tiny, save_tiny
 
 STATE = "train_state.pt"
+# architecture options a run may add to its --init model, with the weights they add: their layers start
+# as identity, so the continued model begins exactly where the --init model ended
+GROWABLE = {"full_xattn": ("denoiser.xattn_down.", "denoiser.xattn_up."),
+            "self_attn": ("denoiser.sattn_full.", "denoiser.sattn_mid.")}
 
 
 @dataclass
@@ -75,6 +79,8 @@ class TrainConfig:
     # cross-attention at the full latent resolution too (`TinyConfig.full_xattn`); a model without it can
     # be continued with it (`--init`: the new layers start as identity)
     full_xattn: bool = False
+    # joint space-time self-attention at both resolutions (`TinyConfig.self_attn`); may be added with `--init`
+    self_attn: bool = False
     # weight of the moving parts in the loss (`motion_weighted_mse`); 0 is plain MSE. In the large world a
     # small sprite moves over a still background that fills most of the frame, so plain MSE spends most
     # of the model on the background: the models copied backgrounds and props but not the moving sprite.
@@ -83,7 +89,7 @@ class TrainConfig:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
-        for optional in ("init", "fps", "full_xattn", "motion_weight"):
+        for optional in ("init", "fps", "full_xattn", "self_attn", "motion_weight"):
             if not d[optional]:
                 del d[optional]  # configs of runs without them read as they always did
         return d
@@ -223,15 +229,14 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     tcfg = TinyConfig(kind=cfg.kind, size=cfg.size, frames=cfg.frames if cfg.kind == "video" else 1,
                       channels=tuple(cfg.channels), blocks=cfg.blocks, text_dim=cfg.text_dim, vocab=vocab,
                       latent_channels=cfg.latent_channels, prediction_type=cfg.prediction,
-                      full_xattn=cfg.full_xattn, **({"fps": float(cfg.fps)} if cfg.fps else {}))
+                      full_xattn=cfg.full_xattn, self_attn=cfg.self_attn, **({"fps": float(cfg.fps)} if cfg.fps else {}))
     model = TinyModel(tcfg).to(device)
     if start is not None:
         mine, theirs = tcfg.as_dict(), start.cfg.as_dict()
         # the frame rate is not architecture: a model can continue at another rate (it then learns that one)
-        # nor is adding the full-resolution cross-attention: its layers start as identity
-        grows = cfg.full_xattn and not start.cfg.full_xattn
-        differ = [k for k in mine if k not in ("latent_scale", "fps") + (("full_xattn",) if grows else ())
-                  and mine[k] != theirs.get(k)]
+        # nor is adding attention layers (`GROWABLE`): they start as identity
+        grows = [k for k in GROWABLE if mine[k] and not theirs.get(k)]
+        differ = [k for k in mine if k not in ("latent_scale", "fps", *grows) and mine[k] != theirs.get(k)]
         if differ:
             raise DiffmemError(f"{init}: --init model differs from this run in {', '.join(differ)} "
                                "(it must have the same architecture and the same training captions)")
@@ -271,7 +276,7 @@ def train_tiny(world: str | Path, out: str | Path, cfg: TrainConfig = TrainConfi
     try:
         if stage == "autoencoder" and start is not None:  # continue from --init: its weights and autoencoder
             missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-            new = ("denoiser.xattn_down.", "denoiser.xattn_up.")
+            new = tuple(prefix for k in grows for prefix in GROWABLE[k])
             if unexpected or any(not k.startswith(new) for k in missing):
                 raise DiffmemError(f"{init}: weights do not fit this architecture "
                                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
