@@ -174,6 +174,26 @@ def test_self_attention_lets_a_position_read_another_frame():
         assert torch.equal(layer(x, 8), x)  # the initial layer is the identity
 
 
+def test_self_attention_is_multihead_attention_and_takes_forward_mode_autodiff():
+    # written out so that Jacobian-vector products go through it (the anisotropy and sharpness detectors);
+    # checked against torch's own multi-head attention on the same weights, in training mode (no fused kernel)
+    from diffmem.models.tiny import SelfAttention
+
+    torch.manual_seed(1)
+    layer = SelfAttention(16, frames=2, side=4).eval()
+    torch.nn.init.normal_(layer.out.weight)  # (it starts at zero: the derivative would be zero too)
+    q = torch.randn(3, 32, 16)
+    with torch.no_grad():
+        want, _ = layer.attn.train()(q, q, q, need_weights=False)
+        assert torch.allclose(layer._attend(q), want, atol=1e-5)
+    layer.eval()
+    x, dx = torch.randn(4, 16, 4, 4), torch.randn(4, 16, 4, 4)
+    _, jvp = torch.func.jvp(lambda v: layer(v, 2), (x,), (dx,))
+    eps = 1e-3  # a central difference as the second method
+    fd = (layer(x + eps * dx, 2) - layer(x - eps * dx, 2)) / (2 * eps)
+    assert jvp.abs().max() > 0.1 and torch.allclose(jvp, fd.detach(), atol=1e-2)
+
+
 def test_motion_map_by_hand():
     """One channel, 2 frames, 1 x 2 positions: position 0 goes 0 -> 2 (frame mean 1, departure 1 in each
     frame), position 1 stays at 5 (departure 0). Mean departure over the 4 values 0.5, so the map is

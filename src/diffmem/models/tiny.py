@@ -278,12 +278,21 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def _attend(self, q: torch.Tensor) -> torch.Tensor:
+        """`self.attn(q, q, q)` written out: in evaluation the module takes a fused kernel that forward-mode
+        autodiff (detectors that take Jacobian-vector products) cannot go through; the same arithmetic."""
+        b, n, c = q.shape
+        heads = self.attn.num_heads
+        qkv = F.linear(q, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        qq, kk, vv = qkv.view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(qq @ kk.transpose(-1, -2) / math.sqrt(c // heads), dim=-1) @ vv
+        return self.attn.out_proj(a.transpose(1, 2).reshape(b, n, c))
+
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         bf, c, h, w = x.shape
         q = self.norm(x) + self.pos[:frames].repeat(bf // frames, 1, 1, 1)
         q = q.reshape(bf // frames, frames, c, h * w).permute(0, 1, 3, 2).reshape(bf // frames, -1, c)
-        a, _ = self.attn(q, q, q, need_weights=False)
-        a = self.out(a).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
+        a = self.out(self._attend(q)).reshape(bf // frames, frames, h * w, c).permute(0, 1, 3, 2).reshape(bf, c, h, w)
         return x + a
 
 
