@@ -68,3 +68,25 @@ def test_content_index_as_the_training_set(toy, tmp_path):
     assert s["content_score"] > 0.95 and s["content_item"] == "v3" and s["content_item_caption"] == OTHER
     scores, rows = ref.neighbours.search(ref.vectors[:2], 1)
     assert np.allclose(ref.neighbours.vectors(rows[:, 0]), ref.vectors[:2], atol=1e-5)
+
+
+def test_vectors_come_from_a_content_index_at_the_same_rate(toy, tmp_path, monkeypatch):
+    # the index's build described every training frame with this descriptor at this rate: the reference
+    # reads those vectors instead of describing the frames again, and they equal a fresh description
+    from diffmem.features.builtin import BuiltinDescriptor
+
+    fresh = TrainingReference.build(toy, fps=8.0)  # described frame by frame, no index
+    build_content_index(toy / "train.parquet", tmp_path / "ix", descriptor="builtin", fps=8.0, progress=False)
+    calls = []
+    real = BuiltinDescriptor.encode
+    monkeypatch.setattr(BuiltinDescriptor, "encode", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    ref = TrainingReference.build(tmp_path / "ix", fps=8.0, cache=tmp_path / "c")
+    assert not calls
+    order = [fresh.ids.index(i) + f for i, f in zip(ref.ids, ref.frames_idx)]
+    assert [(fresh.ids[k], fresh.frames_idx[k]) for k in order] == list(zip(ref.ids, ref.frames_idx))
+    assert np.allclose(ref.vectors, fresh.vectors[order], atol=1e-6)
+    assert np.array_equal(ref.fd_frames, fresh.fd_frames[order])
+    # an index at another rate holds other frames: described again
+    build_content_index(toy / "train.parquet", tmp_path / "ix4", descriptor="builtin", fps=4.0, progress=False)
+    TrainingReference.build(tmp_path / "ix4", fps=8.0, cache=tmp_path / "c4")
+    assert calls

@@ -5,7 +5,7 @@ import torch
 
 from diffmem.errors import BadInputError, DiffmemError
 from diffmem.metrics.quality import (CLIPScore, FrechetDistance, InceptionFeatures, frechet_distance,
-                                     gaussian_stats, quality_distance)
+                                     gaussian_stats, quality_distance, quality_distances)
 
 
 def test_frechet_distance_by_hand():
@@ -61,6 +61,35 @@ def test_quality_distance_in_descriptor_space():
     assert q_same["metric"] == "FD-builtin" and q_same["n_generated"] == 24
     assert q_same["value"] == pytest.approx(0, abs=1e-6)
     assert q_other["value"] > 0.1
+
+
+def test_quality_distances_encode_the_training_frames_once_per_size():
+    # the FD of each set, worked out as in the single-set case from the features directly, and the training
+    # frames encoded once for the two sets of one size (twice in all with a set of another size)
+    class MeanColour:
+        calls = []
+
+        def __call__(self, frames):
+            self.calls.append(len(frames))
+            return np.asarray(frames, np.float64).mean(axis=(1, 2))
+
+        def describe(self):
+            return {"metric": "FD-mean"}
+
+    rng = np.random.default_rng(2)
+    train = [rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8) for _ in range(10)]
+    sets = {"a": [rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8) for _ in range(4)],
+            "b": [rng.integers(0, 120, (3, 8, 8, 3), dtype=np.uint8) for _ in range(4)],
+            "small": [rng.integers(0, 255, (3, 4, 4, 3), dtype=np.uint8) for _ in range(4)], "empty": []}
+    space = MeanColour()
+    got = quality_distances(sets, train, space)
+    assert set(got) == {"a", "b", "small"} and space.calls.count(30) == 2  # 10 clips x 3 frames, two sizes
+    tr = np.concatenate(train).astype(np.float64).mean(axis=(1, 2))
+    for name in ("a", "b"):
+        gen = np.concatenate(sets[name]).astype(np.float64).mean(axis=(1, 2))
+        assert got[name]["value"] == pytest.approx(frechet_distance(*gaussian_stats(gen), *gaussian_stats(tr)))
+        assert got[name]["n_generated"] == 12 and got[name]["n_training"] == 30
+    assert got["b"]["value"] > got["a"]["value"]  # darker set, farther from the training colours
 
 
 class _FakeInception(torch.nn.Module):

@@ -25,7 +25,7 @@ from ..data.manifest import load_manifest, manifest_file
 from ..errors import BadInputError, DiffmemError, Skipped
 from ..features.builtin import BuiltinDescriptor
 from ..features.motion import MotionPolicy
-from ..index.content import content_items, open_content_index
+from ..index.content import content_items, item_workers, map_items, open_content_index
 from ..index.motion import build_motion_index
 from ..io.atomic import atomic_output
 from ..io.video import read_frames, resize_frames
@@ -127,12 +127,15 @@ class TrainingReference:
         neighbours, items, skipped = None, None, []
         if content_index is None and (src / "index.json").is_file():
             content_index = src  # --index is a content index folder: its items are the training set
+        known = {}  # item id -> its frame vectors, read from the content index instead of described again
         if content_index is not None:
             cidx, cdesc = open_content_index(content_index, descriptor)
             descriptor = descriptor or cdesc
             neighbours = IndexNeighbours(cidx)
             if content_index == src:
                 items = content_items(cidx)
+            if cidx.config.get("fps") is not None and float(cidx.config["fps"]) == float(fps):
+                known = _vectors_by_item(cidx)
         if descriptor is None:
             descriptor = BuiltinDescriptor()
         src = manifest_file(src)
@@ -154,13 +157,22 @@ class TrainingReference:
         if cache_file.is_file():
             return cls._load(cache_file, descriptor, motion_index, fps, neighbours)
         ids, fidx, caps, vecs, item_ids, item_caps, item_means, fd = [], [], [], [], [], [], [], []
-        for it in tqdm(items, desc="training reference", unit="item", disable=not progress):
+        def prepare(it):  # in a worker thread (decoding and the descriptor's kernels release the GIL)
             try:
                 fr = read_frames(it.path, fps=fps if it.kind == "video" else None).array
             except BadInputError as e:
-                skipped.append(Skipped(it.id, str(it.path), e.reason))
+                return e
+            v = known.get(it.id)
+            if v is None or len(v) != len(fr):
+                v = descriptor.encode(fr)
+            return v, (resize_frames(fr, (size, size)) if size else fr)
+
+        for it, res in tqdm(map_items(items, prepare, workers=item_workers()), total=len(items),
+                            desc="training reference", unit="item", disable=not progress):
+            if isinstance(res, BadInputError):
+                skipped.append(Skipped(it.id, str(it.path), res.reason))
                 continue
-            v = descriptor.encode(fr)
+            v, small = res
             ids += [it.id] * len(v)
             fidx += list(range(len(v)))
             caps += [it.caption] * len(v)
@@ -169,7 +181,7 @@ class TrainingReference:
             item_caps.append(it.caption)
             m = v.mean(0)
             item_means.append(m / max(float(np.linalg.norm(m)), 1e-12))
-            fd.append(resize_frames(fr, (size, size)) if size else fr)
+            fd.append(small)
         if not vecs:
             raise DiffmemError(f"{source}: no readable training item")
         groups = duplicate_groups(item_ids, np.stack(item_means), dup_threshold)
@@ -306,3 +318,15 @@ def sample_space_training(source, adapter, groups=None, *, progress: bool = Fals
         lat = torch.cat([adapter.encode_frames(torch.as_tensor(data.frames[keep[j:j + batch]])).float().cpu()
                          for j in range(0, len(keep), batch)])
     return lat, [data.ids[i] for i in keep]
+
+
+def _vectors_by_item(index) -> dict:
+    """{item id: its frame vectors in frame order} of a content index: the vectors its build computed with
+    this descriptor at this frame rate (the same arithmetic as describing the frames again, without the
+    cost, the larger part of building the reference)."""
+    meta = index.metadata
+    if not len(meta):
+        return {}
+    vecs, frame = index.vectors(), meta["frame"].to_numpy()
+    return {str(item_id): vecs[rows[np.argsort(frame[rows], kind="stable")]]
+            for item_id, rows in meta.groupby("item_id", sort=False).indices.items()}

@@ -160,15 +160,30 @@ def quality_distance(generated: Sequence[np.ndarray], training: Sequence[np.ndar
     Clips are uint8 (T, H, W, 3); training frames are resized to the generated size first, so the
     comparison is not about resolution. Returns {"metric", "value", "n_generated", "n_training", ...space}.
     """
+    return quality_distances({"": generated}, training, space)[""]
+
+
+def quality_distances(generated: dict, training: Sequence[np.ndarray], space=None) -> dict:
+    """`quality_distance` of several sets of generated clips ({name: clips}) against one training set,
+    whose features are computed once per generated frame size (they dominate the cost: thousands of
+    training frames against a few dozen generated ones). Returns {name: result}; empty sets are left out."""
     space = space or DescriptorFeatures()
-    gen = np.concatenate([np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]) for c in generated])
-    size = gen.shape[1:3]
-    tr = np.concatenate([resize_frames(np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]), size) for c in training])
-    fd = FrechetDistance()
-    fd.update(space(gen), real=False)
-    fd.update(space(tr), real=True)
     d = space.describe()
-    return {**d, "value": fd.compute(), "n_generated": int(len(gen)), "n_training": int(len(tr))}
+    train_feats, out = {}, {}
+    for name, clips in generated.items():
+        if not len(clips):
+            continue
+        gen = np.concatenate([np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]) for c in clips])
+        size = tuple(gen.shape[1:3])
+        if size not in train_feats:
+            train_feats[size] = space(np.concatenate(
+                [resize_frames(np.asarray(c).reshape(-1, *np.asarray(c).shape[-3:]), size) for c in training]))
+        fd = FrechetDistance()
+        fd.update(space(gen), real=False)
+        fd.update(train_feats[size], real=True)
+        out[name] = {**d, "value": fd.compute(), "n_generated": int(len(gen)),
+                     "n_training": int(len(train_feats[size]))}
+    return out
 
 
 # ----------------------------------------------------------------------------- CLIP score

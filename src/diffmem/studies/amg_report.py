@@ -14,7 +14,7 @@ from ..io.figures import COLORS, LinePanel, line_figure
 from ..io.html import config_block, esc, img, page, table
 from ..io.results import read_json, write_text
 from ..io.video import read_frames
-from ..metrics.quality import feature_space, quality_distance
+from ..metrics.quality import feature_space, quality_distances
 from ..models.adapter import frames_to_uint8
 from ..models.sampler import sample
 
@@ -66,20 +66,17 @@ def _pct(col) -> float | None:
 def quality_by_variant(out: Path, variants, training, inception) -> dict:
     """Quality distance of every variant's frames to the training frames (FID or FD-<descriptor>)."""
     space = feature_space(inception, training.descriptor)
-    res = {}
+    clips = {}
     for name in variants:
         man = pd.read_parquet(out / "variants" / name / "manifest.parquet")
-        clips = []
+        clips[name] = []
         for p in man["path"]:
             try:
-                clips.append(read_frames(out / "variants" / name / p).array)
+                clips[name].append(read_frames(out / "variants" / name / p).array)
             except BadInputError:
                 continue
-        if len(clips) < 1:
-            continue
-        q = quality_distance(clips, [training.fd_frames], space)
-        res[name] = {"quality_metric": q["metric"], "quality": q["value"]}
-    return res
+    return {name: {"quality_metric": q["metric"], "quality": q["value"]}
+            for name, q in quality_distances(clips, [training.fd_frames], space).items()}
 
 
 # ----------------------------------------------------------------------------- HTML
