@@ -7,7 +7,7 @@ even though the training set holds many pans; near-duplicate training items coun
 import numpy as np
 import pytest
 
-from diffmem.errors import PolicyMismatchError
+from diffmem.errors import DiffmemError, PolicyMismatchError
 from diffmem.features.motion import MotionPolicy, describe_motion
 from diffmem.flow import FlowPolicy
 from diffmem.index.motion import MotionIndex, build_motion_index
@@ -203,6 +203,21 @@ def test_a_worker_pool_builds_the_same_index(tmp_path):
     assert one.train_ids == two.train_ids and [s.id for s in skipped1] == [s.id for s in skipped2] == ["broken"]
     a, b = one.index.vectors(), two.index.vectors()
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_a_background_build_makes_the_same_index_and_is_skipped_when_complete(tmp_path):
+    from diffmem.index.motion import start_motion_index
+
+    items = _clip_files(tmp_path)
+    one, _ = build_motion_index(items, tmp_path / "one", workers=1)
+    job = start_motion_index(items, tmp_path / "bg", MotionPolicy(), busy_cores=1)
+    assert job is not None and job.result() is None
+    bg = MotionIndex.open(tmp_path / "bg")
+    assert bg.train_ids == one.train_ids and np.array_equal(bg.index.vectors(), one.index.vectors())
+    assert start_motion_index(items, tmp_path / "bg", MotionPolicy()) is None  # complete: nothing to start
+    job = start_motion_index(items, tmp_path / "bg", MotionPolicy(fps=4.0))  # another policy in that folder
+    with pytest.raises(DiffmemError):
+        job.result()
 
 
 def test_content_duplicate_groups_from_the_content_index(tmp_path):

@@ -279,6 +279,27 @@ def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | 
     return index, [Skipped(s["id"], s.get("path", ""), s.get("reason", "")) for s in index.index.skipped]
 
 
+def _build_job(items: list, out: str, policy: dict, workers: int) -> None:
+    """Worker process of `start_motion_index`."""
+    build_motion_index(items, out, MotionPolicy.from_dict(policy), workers=workers)
+
+
+def start_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy, *, busy_cores: int = 1):
+    """Build (or resume) the motion index of `items` in `out` in a background process, on the cores that
+    `busy_cores` leaves free, while this process does other work: the extraction study samples on one core
+    while the training videos' flow runs on the others, instead of one after the other. Returns a Future
+    (`.result()` waits and re-raises the build's error), or None when `out` already holds the whole index."""
+    items = list(items)
+    if prebuilt_motion_index(out, policy, items)[0] is not None:
+        return None
+    workers = max(1, min(os.cpu_count() or 1, 8) - max(0, int(busy_cores)))
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return pool.submit(_build_job, items, str(out), policy.as_dict(), workers)
+    finally:
+        pool.shutdown(wait=False)  # the job runs on; the process exits when it is done
+
+
 #: videos per Ray round: committed (and safe from a kill) after each
 RAY_CHUNK = 256
 

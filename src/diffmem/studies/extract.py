@@ -24,10 +24,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..data.labels import labels_from_audit_counts, write_labels
 from ..data.prompts import as_prompt_entries
 from ..errors import DiffmemError
+from ..index.content import content_items
+from ..index.motion import start_motion_index
 from ..io.lock import writes_folder
 from ..io.results import environment, write_json, write_parquet, write_text
 from .audit import audit, resolve_reference
@@ -43,15 +46,21 @@ __all__ = ["run_extract"]
 _LABEL_FIELDS = {"rate_extracted": "rate_extracted", "id": "prompt_id", "group": "group"}
 
 
-def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool,
-                  motion_index: Path | None = None, max_frames: int | None = None) -> tuple[list, str, float | None]:
-    """([motion audit part], status, tau_m): the motion audit's part at the generated videos' rate
-    (`motion_audit.at_rate`), over the first `max_frames` frames of every video when given, its index
-    `motion_index` (default: beside the audit, named by its policy)."""
+def _motion_plan(out: Path, *, gen_fps: float | None, motion_index: Path | None = None,
+                 max_frames: int | None = None) -> tuple[MotionAuditConfig, Path]:
+    """The motion audit's config at the generated videos' rate (`motion_audit.at_rate`), over the first
+    `max_frames` frames of every video when given, and its index folder `motion_index` (default: beside the
+    audit, named by its policy)."""
     cfg = at_rate(MotionAuditConfig(), gen_fps)
     if max_frames:
         cfg = replace(cfg, policy=replace(cfg.policy, max_frames=int(max_frames)))
-    folder = motion_index if motion_index is not None else out / f"motion_index_{cfg.policy.fingerprint}"
+    return cfg, (motion_index if motion_index is not None else out / f"motion_index_{cfg.policy.fingerprint}")
+
+
+def _motion_parts(content_index, out: Path, *, gen_fps: float | None, progress: bool,
+                  motion_index: Path | None = None, max_frames: int | None = None) -> tuple[list, str, float | None]:
+    """([motion audit part], status, tau_m) by `_motion_plan`."""
+    cfg, folder = _motion_plan(out, gen_fps=gen_fps, motion_index=motion_index, max_frames=max_frames)
     part = motion_part(content_index, out, cfg, motion_index=folder, progress=progress)
     return [part], f"audited at {cfg.policy.fps:g} fps", float(cfg.nmf.tau_m)
 
@@ -90,6 +99,22 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     specs = entries
     say = log or (lambda msg: None)
 
+    # when the generated videos' rate is known before sampling (an adapter object), the training videos'
+    # motion index is built in a background process while this one samples (its flow and the sampler each
+    # keep their own cores busy); a model given by name is loaded by `generate`, and the index built after
+    background, motion_index = None, Path(motion_index) if motion_index else None
+    gen_fps = settings.fps or getattr(model, "fps", None)
+    t_ref = time.perf_counter()
+    if motion and engine == "local" and gen_fps:
+        index, _, _, _ = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
+                                           threshold=threshold, device=device or "cpu", progress=progress)
+        cfg, folder = _motion_plan(out / "audit", gen_fps=float(gen_fps), motion_index=motion_index,
+                                   max_frames=motion_frames)
+        background = start_motion_index(content_items(index), folder, cfg.policy, busy_cores=torch.get_num_threads())
+        if background is not None:
+            say("indexing the training videos' motion in the background while sampling")
+    t_ref = time.perf_counter() - t_ref
+
     say(f"generating {n} samples for each of {len(entries)} prompts")
     t = time.perf_counter()
     if engine == "ray":
@@ -106,18 +131,20 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
 
     say("auditing the samples against the training set")
     t = time.perf_counter()
+    if background is not None:
+        background.result()  # the build's own error, if any, is raised here
     # the content index first (opened, or built from the training set into OUT/audit/train_index), so the
     # motion part indexes the same training items
     index, _, _, ref_kind = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
                                               threshold=threshold, device=device or "cpu", progress=progress)
     reference = train_or_index if ref_kind == "index" else index.folder
     parts, motion_status, tau_m = (_motion_parts(index, out / "audit", gen_fps=gen.get("fps"), progress=progress,
-                                                  motion_index=Path(motion_index) if motion_index else None,
+                                                  motion_index=motion_index,
                                                   max_frames=motion_frames)
                                    if motion else ([], "off", None))
     res = audit(out / "generated" / "manifest.parquet", reference, out / "audit", descriptor=descriptor,
                 threshold=threshold, parts=parts, motion=False, progress=progress, device=device or "cpu")
-    t_audit = time.perf_counter() - t
+    t_audit = time.perf_counter() - t + t_ref
 
     manifest = pd.read_parquet(out / "generated" / "manifest.parquet")
     samples = samples_table(manifest, res.items, entries)
