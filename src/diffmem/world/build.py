@@ -72,9 +72,11 @@ seed and size (then the run resumes / is idempotent); `force=True` overwrites an
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -220,8 +222,12 @@ def make_world(out, *, seed: int = 0, size: str = "small", force: bool = False, 
     if v2:
         sources += variant_sources(sources, prompts, seed, cfg)
 
-    for src in tqdm(sources, desc="world", unit="clip", disable=not progress):
-        _write_source(out, src)
+    # sources are rendered and encoded two at a time (x264 and the renderer's OpenCV calls release the
+    # interpreter lock); each writes its own files, so the bytes do not depend on the order
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1), thread_name_prefix="diffmem-world") as pool:
+        for _ in tqdm(pool.map(lambda src: _write_source(out, src), sources), total=len(sources), desc="world",
+                      unit="clip", disable=not progress):
+            pass
     planned = {_file_path(s, i) for s in sources for i in s.ids}
     for sub, pattern in (("videos", "vid*.mp4"), ("images", "img*.png")):  # files of a replaced world
         for f in (out / sub).glob(pattern) if (out / sub).is_dir() else ():
