@@ -2,6 +2,7 @@
 
     python benchmarks/bench_amg.py [--model builtin:tiny-t2v] --world WORLD [--n 2] [--steps 25] [--repeat 2]
     python benchmarks/bench_amg.py --proxy        # the motion proxy's agreement with OFS-k on world clips
+    python benchmarks/bench_amg.py --world WORLD --reference [--fps 8]   # building the training reference
 
 WORLD is the world the model was trained on (its train.parquet is the training set AMG compares with;
 its prompts.jsonl gives the memorized prompts, group duplicated_video, and the novel ones, group novel).
@@ -94,6 +95,38 @@ def cost_split(adapter, ref, prompts: list[str], steps: int, repeat: int) -> lis
     return out
 
 
+def reference_cost(world: Path, fps: float, repeat: int) -> None:
+    """Seconds to build AMG's training reference (no cache) from the training files, describing every frame,
+    against building it from a content index of the same descriptor and rate, which holds those vectors
+    (what `diffmem amg evaluate --index` and the demo do); runs alternate, median of `repeat` (at least 3)."""
+    import statistics
+    import tempfile
+
+    import numpy as np
+
+    from diffmem.guidance.reference import TrainingReference
+    from diffmem.index import build_content_index
+
+    with tempfile.TemporaryDirectory(prefix="bench-ref-") as tmp:
+        index = Path(tmp) / "index"
+        build_content_index(world / "train.parquet", index, fps=fps, progress=False)
+        times, refs = {"described": [], "from the index": []}, {}
+        for k in range(max(repeat, 3)):
+            for name, src in (("described", world), ("from the index", index)):
+                t = time.perf_counter()
+                refs[name] = TrainingReference.build(src, fps=fps, size=32, cache=Path(tmp) / f"c{k}-{len(times[name])}-{name[0]}",
+                                                     motion_index=Path(tmp) / "motion")
+                times[name].append(time.perf_counter() - t)
+        a, b = refs["described"], refs["from the index"]
+        order = {(i, f): r for r, (i, f) in enumerate(zip(a.ids, a.frames_idx))}
+        rows = [order[(i, f)] for i, f in zip(b.ids, b.frames_idx)]
+        same = len(rows) == len(a.ids) and np.allclose(a.vectors[rows], b.vectors, atol=1e-6)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k, v in med.items():
+            print(f"training reference {k:15s} {v:6.2f} s (median of {len(times[k])})")
+        print(f"ratio {med['from the index'] / med['described']:.2f}; the same vectors: {same}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin:tiny-t2v")
@@ -112,6 +145,9 @@ def main() -> None:
     # 1 by default, as the demo: on 2 cores the small descriptor convolutions ran ~2x slower with 2 threads
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's default)")
     ap.add_argument("--proxy", action="store_true", help="measure the motion proxy against OFS-k instead")
+    ap.add_argument("--reference", action="store_true",
+                    help="time building the training reference from the files against from a content index instead")
+    ap.add_argument("--fps", type=float, default=8.0, help="frame rate of the training reference (--reference)")
     ap.add_argument("--split", action="store_true",
                     help="also print the per-step cost of each part of a check (ms per sample), novel prompts")
     args = ap.parse_args()
@@ -126,6 +162,12 @@ def main() -> None:
         return
     if not args.world:
         ap.error("--world is required (the model's training world)")
+    if args.reference:
+        import torch
+
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+        reference_cost(Path(args.world), args.fps, args.repeat)
+        return
 
     import torch
 
