@@ -266,8 +266,8 @@ class CrossAttention(nn.Module):
 
 class SelfAttention(nn.Module):
     """Joint space-time self-attention over all (frame, y, x) positions of a clip, with its own learned
-    position embedding added to queries and keys (video transformers' divided attention splits this into a
-    spatial and a temporal pass; at 128-512 tokens the joint one is cheap)."""
+    position embedding added to its input (video transformers' divided attention splits this into a
+    spatial and a temporal pass; at 128-512 positions the joint one is cheap)."""
 
     def __init__(self, c: int, frames: int, side: int, heads: int = 4):
         super().__init__()
