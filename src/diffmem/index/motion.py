@@ -19,6 +19,8 @@ from typing import Iterable, Mapping
 
 import cv2
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError, PolicyMismatchError, Skipped
@@ -280,8 +282,13 @@ def build_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy | 
 
 
 def _build_job(items: list, out: str, policy: dict, workers: int) -> None:
-    """Worker process of `start_motion_index`."""
-    build_motion_index(items, out, MotionPolicy.from_dict(policy), workers=workers)
+    """Worker process of `start_motion_index`: one thread per worker, so that it keeps to the cores it was
+    given (OpenCV's, torch's and the BLAS library's own thread pools would otherwise take the sampler's core
+    too: with them the demo's sampling took 84-92 s instead of 60 s)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    with threadpool_limits(1):  # threadpoolctl comes with scikit-learn
+        build_motion_index(items, out, MotionPolicy.from_dict(policy), workers=workers)
 
 
 def start_motion_index(items: Iterable, out: str | Path, policy: MotionPolicy, *, busy_cores: int = 1):
