@@ -102,12 +102,13 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
     # when the generated videos' rate is known before sampling (an adapter object), the training videos'
     # motion index is built in a background process while this one samples (its flow and the sampler each
     # keep their own cores busy); a model given by name is loaded by `generate`, and the index built after
-    background, motion_index = None, Path(motion_index) if motion_index else None
+    background, motion_index, resolved = None, Path(motion_index) if motion_index else None, None
     gen_fps = settings.fps or getattr(model, "fps", None)
     t_ref = time.perf_counter()
     if motion and engine == "local" and gen_fps:
-        index, _, _, _ = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
-                                           threshold=threshold, device=device or "cpu", progress=progress)
+        resolved = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
+                                     threshold=threshold, device=device or "cpu", progress=progress)
+        index = resolved[0]
         cfg, folder = _motion_plan(out / "audit", gen_fps=float(gen_fps), motion_index=motion_index,
                                    max_frames=motion_frames)
         background = start_motion_index(content_items(index), folder, cfg.policy, busy_cores=torch.get_num_threads())
@@ -135,8 +136,9 @@ def run_extract(model, prompts, train_or_index, out, *, n: int = 4, seed: int = 
         background.result()  # the build's own error, if any, is raised here
     # the content index first (opened, or built from the training set into OUT/audit/train_index), so the
     # motion part indexes the same training items
-    index, _, _, ref_kind = resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
-                                              threshold=threshold, device=device or "cpu", progress=progress)
+    index, _, _, ref_kind = resolved or resolve_reference(train_or_index, out / "audit", descriptor=descriptor,
+                                                          threshold=threshold, device=device or "cpu",
+                                                          progress=progress)
     reference = train_or_index if ref_kind == "index" else index.folder
     parts, motion_status, tau_m = (_motion_parts(index, out / "audit", gen_fps=gen.get("fps"), progress=progress,
                                                   motion_index=motion_index,
